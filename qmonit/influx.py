@@ -1,0 +1,224 @@
+"""The InfluxDB 1.x sink: database and retention policies, fast line-protocol writes, a spool
+on disk for points that could not be written, and InfluxQL quoting for readers."""
+import logging
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+from influxdb import InfluxDBClient
+from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+
+from .errors import ConfigError, SinkError
+from .files import atomic_write
+from . import schema
+
+log = logging.getLogger(__name__)
+
+# Large batches are faster; 25 MB is influxd's default body limit, ~250 bytes a line.
+BATCH_LINES = 20000
+# 10m holds a week: the 48 h downsample look-back and the 24 h averages, with margin.
+DEFAULT_DURATIONS = {schema.RP_10M: "7d", schema.RP_1H: "180d", schema.RP_1D: "INF"}
+
+
+def quote_ident(name):
+    """An InfluxQL identifier: "name" with backslashes and double quotes escaped."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(value):
+    """An InfluxQL string literal: 'value' with backslashes and single quotes escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def time_literal(when):
+    """An InfluxQL time literal for a datetime or epoch seconds (exact, as integer ns)."""
+    seconds = when if isinstance(when, (int, float)) else when.timestamp()
+    return f"{int(round(seconds * 1e9))}"
+
+
+class Spool:
+    """Line-protocol files under data_dir/spool, one file a failed write, oldest first."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    def put(self, rp, lines):
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.{rp}.lp"
+        return atomic_write(self.directory / name, "\n".join(lines) + "\n")
+
+    def files(self):
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.glob("*.lp") if not p.name.startswith("."))
+
+    @staticmethod
+    def read(path):
+        rp = path.name.rsplit(".", 2)[-2]
+        lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line]
+        return rp, lines
+
+
+class Influx:
+    """One InfluxDB database. Writes go as line protocol through influxdb-python."""
+
+    def __init__(self, url, database, username="", password="", verify_ssl=True, timeout=30,
+                 spool_dir=None):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.url = url.rstrip("/")
+        self.database = database
+        self.client = InfluxDBClient(
+            host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 8086),
+            username=username or None, password=password or None, database=database,
+            ssl=parts.scheme == "https", verify_ssl=verify_ssl, timeout=timeout, retries=2,
+            path=parts.path.strip("/"))
+        self.spool = Spool(spool_dir) if spool_dir else None
+
+    @classmethod
+    def from_config(cls, config):
+        url = config.get("influxdb", "url", "http://localhost:8086")
+        try:
+            return cls(url, config.get("credentials", "database", "monit_jobs"),
+                       config.get("credentials", "username", ""),
+                       config.get("credentials", "password", ""),
+                       config.get_bool("influxdb", "verify_ssl", True),
+                       config.get_float("influxdb", "timeout", 30),
+                       spool_dir=config.data_dir() / "spool")
+        except ValueError as e:
+            raise ConfigError(config.path, str(e), "influxdb", "url") from None
+
+    def _fail(self, error):
+        reason = getattr(error, "content", None) or str(error)
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        return SinkError(f"InfluxDB {self.url}", " ".join(str(reason).split())[:300])
+
+    def query(self, q, epoch="s"):
+        """Run InfluxQL; returns one list of series dicts per statement. Raises SinkError."""
+        try:
+            response = self.client.request(
+                "query", method="POST",
+                params={"q": q, "db": self.database, "epoch": epoch})
+        except (requests.RequestException, InfluxDBClientError, InfluxDBServerError) as e:
+            raise self._fail(e) from None
+        results = response.json().get("results", [])
+        out = []
+        for result in results:
+            if "error" in result:
+                raise SinkError(f"InfluxDB {self.url}", f"{result['error']} in: {q[:200]}")
+            out.append(result.get("series", []))
+        return out
+
+    def ensure_database(self, durations=None):
+        """Create the database and the 10m/1h/1d policies if missing; apply changed durations."""
+        durations = {**DEFAULT_DURATIONS, **(durations or {})}
+        self.query(f"CREATE DATABASE {quote_ident(self.database)}")
+        existing = {row[0]: row[1] for series in self.query(
+            f"SHOW RETENTION POLICIES ON {quote_ident(self.database)}")[0]
+            for row in series.get("values", [])}
+        for rp in schema.RETENTION_POLICIES:
+            duration = durations[rp]
+            target = f"ON {quote_ident(self.database)} DURATION {duration} REPLICATION 1"
+            if rp not in existing:
+                self.query(f"CREATE RETENTION POLICY {quote_ident(rp)} {target}")
+            elif _normal(existing[rp]) != _normal_duration(duration):
+                log.info("retention policy %s: duration %s -> %s", rp, existing[rp], duration)
+                self.query(f"ALTER RETENTION POLICY {quote_ident(rp)} {target}")
+
+    def write_lines(self, rp, lines):
+        """Write line-protocol lines (second precision) to a retention policy.
+
+        Spooled lines from earlier runs go first. Lines that cannot be written are spooled
+        and SinkError is raised (saying where they are kept), so the next run writes them.
+        """
+        try:
+            self.flush_spool()
+            self._post(rp, lines)
+        except SinkError as e:
+            if self.spool is None or not lines:
+                raise
+            path = self.spool.put(rp, lines)
+            raise SinkError(e.target, f"{e.reason}; {len(lines)} points kept in {path} "
+                            "for the next run") from None
+        return len(lines)
+
+    def _post(self, rp, lines):
+        for start in range(0, len(lines), BATCH_LINES):
+            try:
+                self.client.write_points(lines[start:start + BATCH_LINES], time_precision="s",
+                                         retention_policy=rp, protocol="line")
+            except InfluxDBClientError as e:
+                error = self._fail(e)
+                # 400: InfluxDB will never take these lines; retrying them would block the spool.
+                error.rejected = e.code == 400
+                raise error from None
+            except (requests.RequestException, InfluxDBServerError) as e:
+                raise self._fail(e) from None
+
+    def flush_spool(self):
+        """Write what earlier runs spooled, oldest first; stop at the first failure."""
+        if self.spool is None:
+            return 0
+        written = 0
+        for path in self.spool.files():
+            rp, lines = self.spool.read(path)
+            try:
+                self._post(rp, lines)
+            except SinkError as e:
+                if not getattr(e, "rejected", False):
+                    raise
+                path.rename(path.with_suffix(".rejected"))
+                log.warning("InfluxDB rejected spooled %s (%s); renamed to .rejected",
+                            path.name, e.reason)
+                continue
+            path.unlink()
+            written += len(lines)
+            log.info("wrote %d spooled points from %s", len(lines), path.name)
+        return written
+
+
+_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def _normal_duration(text):
+    """Seconds for an InfluxQL duration ('30d', '1h30m', 'INF' -> 0)."""
+    text = text.strip().lower()
+    if text in ("inf", "0", "0s"):
+        return 0
+    total, number = 0, ""
+    for ch in text:
+        if ch.isdigit():
+            number += ch
+        elif ch in _UNITS and number:
+            total += int(number) * _UNITS[ch]
+            number = ""
+        else:
+            raise ValueError(f"bad duration {text!r}")
+    if number:
+        raise ValueError(f"bad duration {text!r}")
+    return total
+
+
+def _normal(shown):
+    # SHOW RETENTION POLICIES prints '720h0m0s', or '0s' for infinite.
+    return _normal_duration(shown)
+
+
+def retention_durations(config):
+    """The configured durations of the three policies ([influxdb] rp_10m, rp_1h, rp_1d)."""
+    durations = {}
+    for rp in schema.RETENTION_POLICIES:
+        key = f"rp_{rp}"
+        value = config.get("influxdb", key, DEFAULT_DURATIONS[rp])
+        try:
+            seconds = _normal_duration(value)
+        except ValueError as e:
+            raise ConfigError(config.path, str(e), "influxdb", key) from None
+        if rp == schema.RP_10M and seconds and seconds < 25 * 3600:
+            raise ConfigError(config.path, "the 10m policy must hold at least 25h",
+                              "influxdb", key)
+        durations[rp] = value
+    return durations

@@ -1,0 +1,162 @@
+"""The MySQL/MariaDB sink: the `jobs` current-state table, created or migrated when missing.
+
+All SQL is parameterised; identifiers come from qmonit.schema only and are backquoted.
+"""
+import logging
+
+import mysql.connector
+
+from . import schema
+from .errors import SinkError
+
+log = logging.getLogger(__name__)
+
+
+def quote_ident(name):
+    return "`" + name.replace("`", "``") + "`"
+
+
+class MySQLStore:
+    def __init__(self, host, port, user, password, database, timeout=30, unix_socket=None):
+        self.host, self.port = host, port
+        self.params = dict(host=host, port=port, user=user or None, password=password or "",
+                           connection_timeout=int(timeout), charset="utf8mb4",
+                           collation="utf8mb4_bin", autocommit=False)
+        if unix_socket:
+            self.params["unix_socket"] = unix_socket
+        self.database = database
+        self._conn = None
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.get("mysql", "host", "localhost"),
+                   config.get_int("mysql", "port", 3306),
+                   config.get("credentials", "username", ""),
+                   config.get("credentials", "password", ""),
+                   config.get("credentials", "database", "monit_jobs"),
+                   config.get_float("mysql", "timeout", 30),
+                   config.get("mysql", "unix_socket", "") or None)
+
+    @property
+    def name(self):
+        return f"MySQL {self.host}:{self.port}/{self.database}"
+
+    def fail(self, error):
+        return SinkError(self.name, " ".join(str(error).split())[:300])
+
+    def connection(self):
+        if self._conn is None:
+            try:
+                conn = mysql.connector.connect(**self.params)
+                cur = conn.cursor()
+                cur.execute(f"CREATE DATABASE IF NOT EXISTS {quote_ident(self.database)} "
+                            "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                conn.database = self.database
+                cur.close()
+            except mysql.connector.Error as e:
+                raise self.fail(e) from None
+            self._conn = conn
+        return self._conn
+
+    def close(self):
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except mysql.connector.Error:
+                pass
+            self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def transaction(self, work):
+        """Run work(cursor) in one transaction; roll back and raise SinkError on failure."""
+        conn = self.connection()
+        try:
+            cur = conn.cursor()
+            result = work(cur)
+            conn.commit()
+            cur.close()
+            return result
+        except mysql.connector.Error as e:
+            try:
+                conn.rollback()
+            except mysql.connector.Error:
+                pass
+            raise self.fail(e) from None
+
+    def ensure_jobs_table(self):
+        """Create the jobs table, or add the columns an older version lacks."""
+        table = quote_ident(schema.MYSQL_JOBS_TABLE)
+
+        def work(cur):
+            columns = ",\n".join(f"{quote_ident(name)} {sqltype}"
+                                 for name, sqltype in schema.MYSQL_JOBS_COLUMNS.items())
+            key = ", ".join(quote_ident(k) for k in schema.MYSQL_KEY)
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns},\nPRIMARY KEY ({key}))"
+                        " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+            cur.execute("SELECT column_name FROM information_schema.columns "
+                        "WHERE table_schema = %s AND table_name = %s",
+                        (self.database, schema.MYSQL_JOBS_TABLE))
+            have = {row[0] for row in cur.fetchall()}
+            for name, sqltype in schema.MYSQL_JOBS_COLUMNS.items():
+                if name not in have:
+                    log.info("adding column %s to %s", name, schema.MYSQL_JOBS_TABLE)
+                    # last_seen/updated_at are NOT NULL: give old rows a value.
+                    sqltype = sqltype.replace("DATETIME NOT NULL",
+                                              "DATETIME NOT NULL DEFAULT '1970-01-01 00:00:00'")
+                    cur.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(name)} {sqltype}")
+
+        self.transaction(work)
+
+    def upsert(self, columns, rows, guard=None):
+        """INSERT … ON DUPLICATE KEY UPDATE rows (tuples in `columns` order) into jobs.
+
+        With guard (a column such as last_seen), an existing row is only overwritten by a row
+        whose guard value is not older, so a backfill of past slots keeps the newest state."""
+        if not rows:
+            return 0
+        table = quote_ident(schema.MYSQL_JOBS_TABLE)
+        updates = []
+        for column in columns:
+            if column in schema.MYSQL_KEY or column == guard:
+                continue
+            c = quote_ident(column)
+            if guard:
+                g = quote_ident(guard)
+                updates.append(f"{c} = IF(VALUES({g}) >= {g}, VALUES({c}), {c})")
+            else:
+                updates.append(f"{c} = VALUES({c})")
+        if guard:
+            # Last: the assignments above compare against the old value.
+            g = quote_ident(guard)
+            updates.append(f"{g} = GREATEST({g}, VALUES({g}))")
+        sql = (f"INSERT INTO {table} ({', '.join(quote_ident(c) for c in columns)}) "
+               f"VALUES ({', '.join(['%s'] * len(columns))}) ON DUPLICATE KEY UPDATE "
+               + ", ".join(updates))
+
+        def work(cur):
+            cur.executemany(sql, rows)
+            return len(rows)
+
+        return self.transaction(work)
+
+    def delete_stale(self, now, max_age):
+        """Remove rows whose combination PanDA has not reported for longer than max_age."""
+        cutoff = (now - max_age).replace(tzinfo=None)
+        table = quote_ident(schema.MYSQL_JOBS_TABLE)
+
+        def work(cur):
+            cur.execute(f"DELETE FROM {table} WHERE last_seen < %s", (cutoff,))
+            return cur.rowcount
+
+        return self.transaction(work)
+
+    def select(self, sql, params=()):
+        def work(cur):
+            cur.execute(sql, params)
+            return cur.fetchall()
+        return self.transaction(work)

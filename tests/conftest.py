@@ -1,0 +1,111 @@
+"""Real servers for the tests: private InfluxDB and MariaDB on loopback, and the simulator."""
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qmonit import devservers  # noqa: E402
+
+RECORDED = ROOT.parent / "shared" / "fixtures" / "recorded"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def influx_server(tmp_path_factory):
+    server = devservers.start_influxdb(tmp_path_factory.mktemp("influxdb"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory):
+    server = devservers.start_mariadb(tmp_path_factory.mktemp("mariadb"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    from qmonit.simulator import Simulator
+    sim = Simulator(seed=7, series=3000)
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def sim(simulator):
+    """The session's simulator, with no faults or anomalies left over from another test."""
+    simulator.clear_faults()
+    simulator.clear_anomalies()
+    yield simulator
+    simulator.clear_faults()
+    simulator.clear_anomalies()
+
+
+def write_config(path, influx_url, mysql_port, database, sim_url, data_dir, extra=""):
+    from qmonit.simulator import config_urls
+    urls = config_urls(sim_url)
+    path.write_text(f"""[credentials]
+username = {devservers.DB_USER}
+password = {devservers.DB_PASSWORD}
+database = {database}
+
+[influxdb]
+url = {influx_url}
+
+[mysql]
+host = 127.0.0.1
+port = {mysql_port}
+
+[panda]
+url = {urls['panda_url']}
+timeout = 5
+
+[cric]
+pandaqueue_url = {urls['pandaqueue_url']}
+site_url = {urls['site_url']}
+ddmendpoint_url = {urls['ddmendpoint_url']}
+federation_url = {urls['federation_url']}
+timeout = 5
+
+[paths]
+data_dir = {data_dir}
+{extra}""")
+    return path
+
+
+@pytest.fixture
+def database_name():
+    """A fresh database/schema name per test, so tests never see each other's data."""
+    return f"qmonit_test_{next(_names)}"
+
+
+@pytest.fixture
+def config_path(tmp_path, influx_server, mariadb_server, sim, database_name):
+    return write_config(tmp_path / "config.cfg", influx_server.url, mariadb_server.port,
+                        database_name, sim.url, tmp_path / "data")
+
+
+@pytest.fixture
+def config(config_path):
+    from qmonit import config as config_module
+    return config_module.load(str(config_path), str(ROOT / "fetch_queues.py"))
+
+
+@pytest.fixture
+def influx(config):
+    from qmonit.influx import Influx
+    return Influx.from_config(config)
+
+
+@pytest.fixture
+def mysql(config):
+    from qmonit.mysqlstore import MySQLStore
+    store = MySQLStore.from_config(config)
+    yield store
+    store.close()

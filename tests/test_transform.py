@@ -1,0 +1,71 @@
+"""Property tests of the pure 10-minute transforms."""
+import datetime as dt
+
+from hypothesis import given, strategies as st
+
+from qmonit import schema, transform
+from qmonit.cric import QueueInfo
+
+names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                min_size=1, max_size=12)
+counts = st.dictionaries(st.sampled_from(schema.STATUSES), st.integers(0, 10**6), min_size=1)
+stats_strategy = st.dictionaries(
+    names, st.dictionaries(names, st.dictionaries(
+        st.sampled_from(schema.RESOURCE_TYPES + ("MCORE_LOMEM",)), counts, min_size=1),
+        min_size=1, max_size=3), max_size=5)
+slots = st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 1, 1),
+                     timezones=st.just(dt.timezone.utc))
+
+
+@given(stats_strategy, slots, st.integers(1, 60))
+def test_one_point_per_count_and_nothing_lost(stats, now, window):
+    slot = transform.slot_of(now)
+    known = {q: QueueInfo(atlas_site="S", cloud="C", corecount=8, federation="F")
+             for i, q in enumerate(sorted(stats)) if i % 2 == 0}
+    points = transform.job_points(stats, known, {"F": 1234.0}, slot, window)
+    expected = {(q, l, r, s): n for q, ls in stats.items() for l, rs in ls.items()
+                for r, ss in rs.items() for s, n in ss.items()}
+    got = {tuple(p.tags[k] for k in schema.SERIES_KEY): p.fields["jobs"] for p in points}
+    assert got == expected and len(points) == len(expected)
+    for p in points:
+        assert set(p.tags) == set(schema.JOBS.tags) and set(p.fields) == set(schema.JOBS.fields)
+        assert p.time == int(slot.timestamp()) and p.time % 600 == 0
+        assert p.fields["time_window"] == window
+        info = known.get(p.tags[schema.PANDA_QUEUE])
+        if info is None:
+            assert p.tags[schema.ATLAS_SITE] == schema.UNKNOWN
+            assert p.fields["federation_HS06_pledge"] == 0.0
+        else:
+            assert p.tags[schema.ATLAS_SITE] == "S"
+            assert p.fields["federation_HS06_pledge"] == 1234.0
+        factor = 1.0 if p.tags[schema.RESOURCE].startswith("SCORE") else \
+            (8.0 if info else 1.0)
+        assert p.fields["resource_factor"] == factor
+
+
+@given(stats_strategy, slots)
+def test_mysql_rows_pivot_statuses(stats, now):
+    rows = transform.mysql_rows(stats, {}, transform.slot_of(now))
+    columns = transform.MYSQL_ROW_COLUMNS
+    keys = [(q, l, r) for q, ls in stats.items() for l, rs in ls.items() for r in rs]
+    assert [row[:3] for row in rows] == keys
+    for row in rows:
+        record = dict(zip(columns, row))
+        statuses = stats[row[0]][row[1]][row[2]]
+        for status in schema.STATUSES:
+            assert record[schema.status_column(status)] == statuses.get(status, 0)
+
+
+@given(slots)
+def test_slot_is_the_exact_bucket_start(now):
+    slot = transform.slot_of(now)
+    assert slot <= now < slot + transform.SLOT
+    assert slot.timestamp() % 600 == 0 and slot.tzinfo == dt.timezone.utc
+
+
+@given(stats_strategy, slots)
+def test_encoding_keeps_one_line_per_point(stats, now):
+    points = transform.job_points(stats, {}, {}, transform.slot_of(now), 10)
+    lines = transform.encode(schema.JOBS, points)
+    assert len(lines) == len(points)
+    assert all("\n" not in line and line.startswith("jobs,") for line in lines)
