@@ -64,7 +64,7 @@ def setup_logging(args):
     root.setLevel(level)
     # Client libraries are chatty at DEBUG; their details are rarely what an operator wants.
     for noisy in ("urllib3", "mysql.connector"):
-        logging.getLogger(noisy).setLevel(max(level, logging.INFO))
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 class Outcome:

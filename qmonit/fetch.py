@@ -6,7 +6,7 @@ import time
 from . import cric, http, panda, schema, transform
 from .errors import ConfigError
 from .files import State
-from .influx import Influx, retention_durations
+from .influx import Influx
 from .mysqlstore import MySQLStore
 from .runs import Run, print_lines, print_rows
 
@@ -41,7 +41,6 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     """One cycle for the slot that holds `now`. Sources and sinks default to the config's."""
     opts = settings(config)
     data_dir = config.data_dir()
-    durations = retention_durations(config)
     session = session or http.session()
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
@@ -61,12 +60,11 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         raise
 
     started = time.monotonic()
-    points = transform.job_points(stats, queues, pledges, slot, window)
-    lines = transform.encode(schema.JOBS, points)
+    lines = transform.job_lines(stats, queues, pledges, slot, window)
     rows = transform.mysql_rows(stats, queues, slot)
     unknown = sum(1 for q in stats if q not in queues)
     log.debug("slot %s: %d queues (%d unknown to CRIC), %d points, %d rows, time_window %d "
-              "min; transform %.2f s", slot, len(stats), unknown, len(points), len(rows),
+              "min; transform %.2f s", slot, len(stats), unknown, len(lines), len(rows),
               window, time.monotonic() - started)
     if dry_run:
         print_lines(schema.JOBS, lines, out)
@@ -74,7 +72,6 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         return 0
 
     started = time.monotonic()
-    influx.ensure_database(durations)
     try:
         influx.write_lines(schema.JOBS.rp, lines)
     finally:

@@ -24,10 +24,8 @@ def fetch(session, url, timeout, method="GET", **kwargs):
         response = session.request(method, url, timeout=timeout, **kwargs)
     except requests.Timeout:
         raise SourceError(url, f"timed out after {timeout:g} s") from None
-    except requests.ConnectionError as e:
-        raise SourceError(url, f"cannot connect ({_root_cause(e)})") from None
     except requests.RequestException as e:
-        raise SourceError(url, _root_cause(e)) from None
+        raise SourceError(url, describe(e)) from None
     if not 200 <= response.status_code < 300:
         body = " ".join(response.text.split())[:120]
         raise SourceError(url, f"HTTP {response.status_code} {response.reason}"
@@ -35,7 +33,7 @@ def fetch(session, url, timeout, method="GET", **kwargs):
     try:
         text = response.text
     except requests.RequestException as e:
-        raise SourceError(url, f"reading the reply failed ({_root_cause(e)})") from None
+        raise SourceError(url, f"reading the reply failed ({describe(e)})") from None
     log.debug("GET %s: %d bytes in %.2f s", url, len(text), time.monotonic() - started)
     return text
 
@@ -53,10 +51,15 @@ def parse_json(url, text, allow_python_literal=False):
         raise SourceError(url, f"invalid JSON ({e.msg} at char {e.pos} of {len(text)})") from None
 
 
-def _root_cause(error):
-    while error.__context__ is not None and error.__context__ is not error:
-        error = error.__context__
+def describe(error):
+    """A short reason for a requests exception, without urllib3's nested reprs."""
+    if isinstance(error, requests.Timeout):
+        return "timed out"
     text = " ".join(str(error).split())
-    if "Connection refused" in text:
-        return "connection refused"
+    if isinstance(error, requests.ConnectionError):
+        for known in ("Connection refused", "Name or service not known", "No route to host",
+                      "Connection reset by peer", "certificate verify failed"):
+            if known in text:
+                return f"cannot connect ({known.lower()})"
+        return "cannot connect"
     return text[:200] or type(error).__name__

@@ -12,6 +12,7 @@ from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from .errors import ConfigError, SinkError
 from .files import atomic_write
+from .http import describe
 from . import schema
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Influx:
     """One InfluxDB database. Writes go as line protocol through influxdb-python."""
 
     def __init__(self, url, database, username="", password="", verify_ssl=True, timeout=30,
-                 spool_dir=None):
+                 spool_dir=None, durations=None):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -76,6 +77,8 @@ class Influx:
             ssl=parts.scheme == "https", verify_ssl=verify_ssl, timeout=timeout, retries=2,
             path=parts.path.strip("/"))
         self.spool = Spool(spool_dir) if spool_dir else None
+        self.durations = durations
+        self._ensured = False
 
     @classmethod
     def from_config(cls, config):
@@ -86,14 +89,18 @@ class Influx:
                        config.get("credentials", "password", ""),
                        config.get_bool("influxdb", "verify_ssl", True),
                        config.get_float("influxdb", "timeout", 30),
-                       spool_dir=config.data_dir() / "spool")
+                       spool_dir=config.data_dir() / "spool",
+                       durations=retention_durations(config))
         except ValueError as e:
             raise ConfigError(config.path, str(e), "influxdb", "url") from None
 
     def _fail(self, error):
-        reason = getattr(error, "content", None) or str(error)
-        if isinstance(reason, bytes):
-            reason = reason.decode("utf-8", "replace")
+        if isinstance(error, requests.RequestException):
+            reason = describe(error)
+        else:
+            reason = getattr(error, "content", None) or str(error)
+            if isinstance(reason, bytes):
+                reason = reason.decode("utf-8", "replace")
         return SinkError(f"InfluxDB {self.url}", " ".join(str(reason).split())[:300])
 
     def query(self, q, epoch="s"):
@@ -101,7 +108,9 @@ class Influx:
         try:
             response = self.client.request(
                 "query", method="POST",
-                params={"q": q, "db": self.database, "epoch": epoch})
+                params={"q": q, "db": self.database, "epoch": epoch},
+                # The client asks for msgpack by default; JSON is what we parse.
+                headers={"Accept": "application/json"})
         except (requests.RequestException, InfluxDBClientError, InfluxDBServerError) as e:
             raise self._fail(e) from None
         results = response.json().get("results", [])
@@ -113,8 +122,10 @@ class Influx:
         return out
 
     def ensure_database(self, durations=None):
-        """Create the database and the 10m/1h/1d policies if missing; apply changed durations."""
-        durations = {**DEFAULT_DURATIONS, **(durations or {})}
+        """Create the database and the 10m/1h/1d policies if missing; apply changed durations.
+
+        Writes call it once per instance, so a writer never needs to."""
+        durations = {**DEFAULT_DURATIONS, **(self.durations or {}), **(durations or {})}
         self.query(f"CREATE DATABASE {quote_ident(self.database)}")
         existing = {row[0]: row[1] for series in self.query(
             f"SHOW RETENTION POLICIES ON {quote_ident(self.database)}")[0]
@@ -126,7 +137,11 @@ class Influx:
                 self.query(f"CREATE RETENTION POLICY {quote_ident(rp)} {target}")
             elif _normal(existing[rp]) != _normal_duration(duration):
                 log.info("retention policy %s: duration %s -> %s", rp, existing[rp], duration)
-                self.query(f"ALTER RETENTION POLICY {quote_ident(rp)} {target}")
+                # The shard group duration goes with it: influxd refuses a policy shorter
+                # than its shard groups (180d has 7d groups, so 180d -> 5d would fail).
+                shard = shard_duration(_normal_duration(duration))
+                self.query(f"ALTER RETENTION POLICY {quote_ident(rp)} {target} "
+                           f"SHARD DURATION {shard}")
 
     def write_lines(self, rp, lines):
         """Write line-protocol lines (second precision) to a retention policy.
@@ -135,6 +150,8 @@ class Influx:
         and SinkError is raised (saying where they are kept), so the next run writes them.
         """
         try:
+            if not self._ensured:
+                self.ensure_database()
             self.flush_spool()
             self._post(rp, lines)
         except SinkError as e:
@@ -200,6 +217,20 @@ def _normal_duration(text):
     if number:
         raise ValueError(f"bad duration {text!r}")
     return total
+
+
+def duration_seconds(text):
+    """Seconds in an InfluxQL duration such as '48h', '14d' or '1h30m' (INF is 0).
+
+    Raises ValueError for anything else."""
+    return _normal_duration(text)
+
+
+def shard_duration(seconds):
+    """influxd's own default shard group duration for a policy of this many seconds (0: INF)."""
+    if seconds == 0 or seconds >= 180 * 86400:
+        return "7d"
+    return "1d" if seconds >= 2 * 86400 else "1h"
 
 
 def _normal(shown):

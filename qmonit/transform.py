@@ -74,6 +74,35 @@ def encode(measurement, points):
     return lines
 
 
+def job_lines(stats, queues, pledges, slot, time_window):
+    """encode(JOBS, job_points(...)), built without a dict per point: the hot path at ATLAS scale.
+
+    The escaped tags of a (queue, label, resource) are built once for all its statuses."""
+    name = lineprotocol.escape_measurement(schema.JOBS.name)
+    timestamp = int(slot.timestamp())
+    fmt = lineprotocol.format_value
+    status_key = _escaped(schema.JOB_STATUS)
+    lines = []
+    for queue, labels in stats.items():
+        info = queues.get(queue, UNKNOWN_QUEUE)
+        meta = "".join(f",{_escaped(k)}={_escaped(v)}" for k, v in info.tags().items() if v)
+        pledge = fmt(float(pledges.get(info.federation, 0.0)))
+        common = f"time_window={int(time_window)}i,corepower={fmt(float(info.corepower))}," \
+                 f"federation_HS06_pledge={pledge}"
+        queue_part = f"{name},{_escaped(schema.PANDA_QUEUE)}={_escaped(queue)}"
+        for label, resources in labels.items():
+            label_part = f"{queue_part},{_escaped(schema.PROD_SOURCE)}={_escaped(label)}"
+            for resource, statuses in resources.items():
+                factor = fmt(resource_factor(resource, info.corecount))
+                prefix = f"{label_part},{_escaped(schema.RESOURCE)}={_escaped(resource)}"
+                suffix = f"{meta} jobs="
+                tail = f"i,{common},resource_factor={factor} {timestamp}"
+                for status, count in statuses.items():
+                    lines.append(f"{prefix},{status_key}={_escaped(status)}{suffix}"
+                                 f"{int(count)}{tail}")
+    return lines
+
+
 MYSQL_ROW_COLUMNS = (schema.MYSQL_KEY + schema.MYSQL_METADATA
                      + ("resource_factor", "resource_type")
                      + tuple(schema.status_column(s) for s in schema.STATUSES)

@@ -10,8 +10,24 @@ sys.path.insert(0, str(ROOT))
 
 from qmonit import devservers  # noqa: E402
 
+from hypothesis import settings  # noqa: E402
+
+# Fewer examples than hypothesis' default keep `make test` within its time budget; the
+# integration properties set their own, smaller counts.
+settings.register_profile("qmonit", max_examples=40, deadline=None)
+settings.load_profile("qmonit")
+
 RECORDED = ROOT.parent / "shared" / "fixtures" / "recorded"
 _names = itertools.count()
+
+
+def free_port():
+    return devservers.free_port()
+
+
+def free_port_url():
+    """A loopback URL where nothing listens: connections are refused."""
+    return f"http://127.0.0.1:{devservers.free_port()}"
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +125,21 @@ def mysql(config):
     store = MySQLStore.from_config(config)
     yield store
     store.close()
+
+
+def split_unescaped(text, sep):
+    """Split on sep where it is not preceded by a backslash escape (the parser's rule)."""
+    parts, current, i = [], "", 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            current += text[i:i + 2]
+            i += 2
+            continue
+        if text[i] == sep:
+            parts.append(current)
+            current = ""
+        else:
+            current += text[i]
+        i += 1
+    parts.append(current)
+    return parts

@@ -4,28 +4,12 @@ from hypothesis import given, settings, strategies as st
 
 from qmonit import lineprotocol as lp
 
+from conftest import split_unescaped
+
 NASTY = ["a b", "a,b", "a=b", 'q"uote', "s'ingle", "ünï ☃", "end\\", "\\start", "x\\,y", "t\\\"",
          "=", ",", " ", "ANALY_CERN, \"SLC\"=x", "日本語", "tab\there"]
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                 min_size=1, max_size=20).filter(lambda s: s.strip() != "")
-
-
-def split_unescaped(text, sep):
-    """Split on sep where it is not preceded by a backslash escape (the parser's rule)."""
-    parts, current, i = [], "", 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text):
-            current += text[i:i + 2]
-            i += 2
-            continue
-        if text[i] == sep:
-            parts.append(current)
-            current = ""
-        else:
-            current += text[i]
-        i += 1
-    parts.append(current)
-    return parts
 
 
 @given(names, names)

@@ -6,6 +6,8 @@ from hypothesis import given, strategies as st
 from qmonit import schema, transform
 from qmonit.cric import QueueInfo
 
+from conftest import split_unescaped
+
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                 min_size=1, max_size=12)
 counts = st.dictionaries(st.sampled_from(schema.STATUSES), st.integers(0, 10**6), min_size=1)
@@ -69,3 +71,26 @@ def test_encoding_keeps_one_line_per_point(stats, now):
     lines = transform.encode(schema.JOBS, points)
     assert len(lines) == len(points)
     assert all("\n" not in line and line.startswith("jobs,") for line in lines)
+
+
+@given(stats_strategy, slots, st.integers(1, 60))
+def test_fast_lines_equal_the_generic_encoding(stats, now, window):
+    slot = transform.slot_of(now)
+    known = {q: QueueInfo(atlas_site="S t", cloud="C,", corecount=4, corepower=9.5,
+                          federation="F=") for q in sorted(stats)[:2]}
+    pledges = {"F=": 17.25}
+    fast = transform.job_lines(stats, known, pledges, slot, window)
+    generic = transform.encode(schema.JOBS, transform.job_points(stats, known, pledges, slot,
+                                                                 window))
+
+    def canonical(line):
+        # Same tags and fields, in any order.
+        head, fields, ts = transform_split(line)
+        return head[0], sorted(head[1:]), sorted(fields), ts
+
+    assert [canonical(x) for x in fast] == [canonical(x) for x in generic]
+
+
+def transform_split(line):
+    head, fields, ts = split_unescaped(line, " ")
+    return split_unescaped(head, ","), split_unescaped(fields, ","), ts
