@@ -14,11 +14,11 @@ install: system-packages venv
 
 # Debian's own servers; the project starts private instances of them, never the system ones.
 system-packages:
-	@if ! command -v influxd >/dev/null || ! command -v mariadb-install-db >/dev/null; then \
+	@if ! command -v influxd >/dev/null || ! command -v influx >/dev/null || ! command -v mariadb-install-db >/dev/null; then \
 	  echo "installing influxdb and mariadb-server from Debian"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    influxdb mariadb-server >/dev/null; \
+	    influxdb influxdb-client mariadb-server >/dev/null; \
 	fi
 
 venv: $(VENV)/.installed

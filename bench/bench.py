@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""`make bench`: run every bench/bench_*.py and write their sections into BENCHMARKS.md.
+
+Each benchmark starts its own private servers and simulator and prints one Markdown section.
+Run it on a quiet machine: the figures are wall-clock medians.
+"""
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# Order: the fetch cycle first, then the jobs built on its data.
+ORDER = ["bench_fetch", "bench_downsample", "bench_suspicious", "bench_datadisk"]
+LIMIT_S = 30 * 60
+
+
+def main(argv=None):
+    names = [p.stem for p in sorted(HERE.glob("bench_*.py"))]
+    names.sort(key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+    if argv or sys.argv[1:]:
+        wanted = set(argv or sys.argv[1:])
+        names = [n for n in names if n in wanted or n.removeprefix("bench_") in wanted]
+    sections, failed = [], []
+    for name in names:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            result = subprocess.run([sys.executable, str(HERE / f"{name}.py")], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=LIMIT_S)
+            ok = result.returncode == 0
+            text = result.stdout.strip() if ok else \
+                f"## {name}\n\nFailed (exit {result.returncode}):\n\n```\n{result.stderr[-2000:]}\n```"
+        except subprocess.TimeoutExpired:
+            ok, text = False, f"## {name}\n\nStopped after {LIMIT_S} s."
+        if not ok:
+            failed.append(name)
+        print(f"  {name}: {'ok' if ok else 'FAILED'} in {time.monotonic() - started:.0f} s",
+              file=sys.stderr)
+        sections.append(text)
+    header = f"""# Benchmarks
+
+Written by `make bench` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.
+Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
+InfluxDB and MariaDB from Debian (private instances on loopback), the project's simulator as
+PanDA/CRIC/MONIT. Figures are medians of repeated runs; each ratio compares against a reference
+measured in the same run, on the same servers and data.
+"""
+    (ROOT / "BENCHMARKS.md").write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    print("\n\n".join(sections))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

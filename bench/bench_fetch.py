@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Benchmark of the 10-minute fetch cycle at 25k and 63k series (issue 2).
+
+For each size: private InfluxDB and MariaDB, the simulator, one warm-up cycle (it creates
+the series), then 5 cycles of the real fetch_queues.py, each a new slot. Reported: median wall
+time of a cycle, the writer's points/s (from its --debug line) against the raw line-protocol
+ingest rate of the same InfluxDB on the same lines (one POST, median of 5, measured in between
+the cycles), and the peak RSS of the fetch_queues.py process.
+"""
+import datetime as dt
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import requests  # noqa: E402
+
+from qmonit import cric, devservers, transform  # noqa: E402
+from qmonit.simulator import Simulator  # noqa: E402
+from conftest import write_config  # noqa: E402
+
+RUNS = 5
+T0 = dt.datetime(2026, 11, 25, 0, 0, tzinfo=dt.timezone.utc)
+WRITE_LINE = re.compile(r"InfluxDB: (\d+) points in ([\d.]+) s")
+
+
+def cycle(config, slot):
+    """One fetch_queues.py run; (wall seconds, points, write seconds, peak RSS MiB)."""
+    cmd = [sys.executable, str(ROOT / "fetch_queues.py"), "--config", str(config), "--debug",
+           "--timestamp", slot.strftime("%Y-%m-%d %H:%M:%S")]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"fetch_queues.py failed: {err[-500:]}")
+    points, seconds = WRITE_LINE.search(err).groups()
+    return wall, int(points), float(seconds), usage.ru_maxrss / 1024
+
+
+def raw_ingest(influx_url, lines):
+    body = ("\n".join(lines) + "\n").encode()
+    started = time.perf_counter()
+    r = requests.post(f"{influx_url}/write", params={"db": "monit_jobs", "rp": "10m",
+                                                    "precision": "s"}, data=body)
+    elapsed = time.perf_counter() - started
+    assert r.status_code == 204, r.text
+    return len(lines) / elapsed
+
+
+def measure(series, workdir):
+    influx = devservers.start_influxdb(workdir / f"influx{series}")
+    maria = devservers.start_mariadb(workdir / f"maria{series}")
+    sim = Simulator(seed=11, series=series)
+    sim.start()
+    try:
+        config = write_config(workdir / f"c{series}.cfg", influx.url, maria.port,
+                              "monit_jobs", sim.url, workdir / f"data{series}")
+        sim.set_time(T0)
+        cycle(config, T0)  # warm-up: database, policies, series, table
+        stats = sim.expected_stats(T0, 10)
+        queues = cric.queue_metadata(sim.cric_data("pandaqueue"))
+        walls, rates, raws, rss = [], [], [], []
+        n = 0
+        for i in range(1, RUNS + 1):
+            slot = T0 + dt.timedelta(minutes=10 * i)
+            sim.set_time(slot)
+            wall, n, write_s, peak = cycle(config, slot)
+            walls.append(wall)
+            rates.append(n / write_s)
+            rss.append(peak)
+            # The same lines as a cycle writes, into a slot of their own, as one raw POST.
+            raw_slot = slot + dt.timedelta(minutes=5)
+            raws.append(raw_ingest(influx.url, transform.job_lines(stats, queues, {}, raw_slot, 10)))
+        return {"series": n, "wall": statistics.median(walls), "rate": statistics.median(rates),
+                "raw": statistics.median(raws), "rss": max(rss)}
+    finally:
+        sim.stop()
+        influx.stop()
+        maria.stop()
+
+
+def main():
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for series in (25000, 63000):
+            results.append(measure(series, Path(tmp)))
+    print("## fetch_queues.py: one 10-minute cycle\n")
+    print(__doc__.strip().split("\n\n", 1)[1].replace("\n", " ") + "\n")
+    print("| series | cycle wall (median) | writer points/s | raw ingest points/s | writer / raw | peak RSS |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['series']:,} | {r['wall']:.2f} s | {r['rate']:,.0f} | {r['raw']:,.0f} | "
+              f"{r['rate'] / r['raw']:.0%} | {r['rss']:.0f} MiB |")
+    small, large = results
+    checks = [
+        (f"cycle at 25k series ≤ 3 s", small["wall"] <= 3.0),
+        (f"writer ≥ 70% of raw ingest (25k)", small["rate"] >= 0.7 * small["raw"]),
+        (f"peak RSS ≤ 300 MB at 63k series", large["rss"] * 1.048576 <= 300),
+    ]
+    print("\nTargets: " + "; ".join(f"{name}: {'PASS' if ok else 'FAIL'}" for name, ok in checks))
+
+
+if __name__ == "__main__":
+    main()

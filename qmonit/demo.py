@@ -1,0 +1,171 @@
+"""`make demo`: private servers under var/, the simulator, a 6-hour backfill through the real
+scripts, and a short summary. `make stop` stops what it started."""
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from . import devservers, schema
+from .cli import progress
+from .influx import Influx, quote_string
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+HOURS = 6
+SEED = 2026
+
+
+def _pidfile(name):
+    return VAR / f"{name}.pid"
+
+
+def _write_pid(name, pid):
+    _pidfile(name).write_text(str(pid))
+
+
+def stop():
+    """Stop every process the demo started (pid files under var/)."""
+    stopped = []
+    for path in sorted(VAR.glob("*.pid")) if VAR.is_dir() else []:
+        try:
+            pid = int(path.read_text())
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.killpg(pid, 0)
+                time.sleep(0.1)
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+        stopped.append(path.stem)
+        path.unlink(missing_ok=True)
+    return stopped
+
+
+def start_simulator(series):
+    port = devservers.free_port()
+    log_file = open(VAR / "simulator.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "qmonit.simulator", "--port", str(port),
+                             "--seed", str(SEED), "--series", str(series)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file,
+                            start_new_session=True)
+    url = proc.stdout.readline().decode().strip()
+    if not url.startswith("http"):
+        raise RuntimeError(f"the simulator did not start; see {VAR / 'simulator.log'}")
+    _write_pid("simulator", proc.pid)
+    return url
+
+
+def sim_control(url, **settings):
+    requests.post(f"{url}/_sim/control", json=settings, timeout=30).raise_for_status()
+
+
+def write_config(path, influx_url, mysql_port, sim_url):
+    from .simulator import config_urls
+    urls = config_urls(sim_url)
+    path.write_text(f"""; Written by `make demo`: the demo's private servers and the simulator.
+[credentials]
+username = {devservers.DB_USER}
+password = {devservers.DB_PASSWORD}
+database = monit_jobs
+
+[credentials_monit_grafana]
+token = demo-token
+url = {urls.get('monit_url', '')}
+
+[influxdb]
+url = {influx_url}
+
+[mysql]
+host = 127.0.0.1
+port = {mysql_port}
+
+[panda]
+url = {urls['panda_url']}
+
+[cric]
+pandaqueue_url = {urls['pandaqueue_url']}
+site_url = {urls['site_url']}
+ddmendpoint_url = {urls['ddmendpoint_url']}
+federation_url = {urls['federation_url']}
+
+[paths]
+data_dir = {VAR / 'data'}
+""")
+    return path
+
+
+def script(name, config, *args):
+    """Run one of the real top-level scripts; a failure stops the demo with its message."""
+    cmd = [sys.executable, str(ROOT / name), "--config", str(config), *args]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} {' '.join(args)} exited {result.returncode}: "
+                           f"{result.stderr.strip()}")
+    return result.stdout
+
+
+def run(series=25000, hours=HOURS, now=None):
+    stop()
+    shutil.rmtree(VAR, ignore_errors=True)
+    VAR.mkdir(parents=True)
+    started = time.monotonic()
+    influx_server = devservers.start_influxdb(VAR / "influxdb")
+    _write_pid("influxdb", influx_server.proc.pid)
+    maria = devservers.start_mariadb(VAR / "mariadb")
+    _write_pid("mariadb", maria.proc.pid)
+    sim_url = start_simulator(series)
+    config = write_config(VAR / "config.cfg", influx_server.url, maria.port, sim_url)
+    print(f"servers up in {time.monotonic() - started:.1f} s: InfluxDB {influx_server.url}, "
+          f"MariaDB 127.0.0.1:{maria.port}, simulator {sim_url}")
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    last = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
+    slots = [last - dt.timedelta(minutes=10 * i) for i in range(hours * 6 - 1, -1, -1)]
+    started = time.monotonic()
+    for slot in progress(slots, desc="backfill", unit="slot"):
+        stamp = slot.strftime("%Y-%m-%d %H:%M:%S")
+        sim_control(sim_url, time=stamp)
+        script("fetch_queues.py", config, "--timestamp", stamp)
+    print(f"backfilled {len(slots)} slots ({hours} h) through fetch_queues.py in "
+          f"{time.monotonic() - started:.0f} s")
+    summary(Influx(influx_server.url, "monit_jobs"), maria, slots[-1], sim_url)
+    print(f"\nThe servers keep running for you to explore; `make stop` stops them.")
+    return 0
+
+
+def summary(influx, maria, slot, sim_url):
+    at = f"time = {int(slot.timestamp())}s"
+    jobs = schema.JOBS.qualified
+    [series] = influx.query(f'SELECT count("jobs") FROM {jobs} WHERE {at}')
+    points_now = series[0]["values"][0][1] if series else 0
+    [total] = influx.query(f'SELECT count("jobs") FROM {jobs}')
+    [queues] = influx.query(f'SHOW TAG VALUES FROM {jobs} WITH KEY = "{schema.PANDA_QUEUE}"')
+    [top] = influx.query(
+        f'SELECT sum("jobs") AS running FROM {jobs} WHERE {at} AND '
+        f'"{schema.JOB_STATUS}" = {quote_string("running")} GROUP BY "{schema.ATLAS_SITE}"')
+    ranked = sorted(((s["values"][0][1], s["tags"][schema.ATLAS_SITE]) for s in top),
+                    reverse=True)[:5]
+    print(f"\nQMonit demo, slot {slot:%Y-%m-%d %H:%M} UTC")
+    print(f"  queues:  {len(queues[0]['values']) if queues else 0}")
+    print(f"  series:  {points_now} (points in the last slot)")
+    print(f"  points:  {total[0]['values'][0][1] if total else 0} in \"10m\".\"jobs\"")
+    print("  top sites by running jobs:")
+    for running, site in ranked:
+        print(f"    {site:<28} {running:>8}")
+    port = influx.url.rsplit(":", 1)[1]
+    print("\nQuery them:")
+    print(f"  influx -port {port} -database monit_jobs -execute "
+          f"'SELECT sum(jobs) FROM \"10m\".\"jobs\" WHERE job_status = '\"'\"'running'\"'\"' "
+          f"AND time > now() - 1h GROUP BY atlas_site'")
+    print(f"  mariadb -h 127.0.0.1 -P {maria.port} -u {devservers.DB_USER} "
+          f"-p{devservers.DB_PASSWORD} monit_jobs -e 'SELECT panda_queue, prod_source, "
+          f"resource, running_jobs FROM jobs ORDER BY running_jobs DESC LIMIT 5'")
