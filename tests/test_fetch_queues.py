@@ -277,3 +277,31 @@ def test_mysql_table_is_migrated(config_path, sim, mysql):
         "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
         "AND table_name = 'jobs'", (mysql.database,))}
     assert set(schema.MYSQL_JOBS_COLUMNS) <= columns
+
+
+def test_odd_names_round_trip_in_influxdb_and_mysql(tmp_path, influx_server, mariadb_server,
+                                                    database_name, influx, mysql):
+    """Spaces, commas, '=', both quotes, a backslash and non-ASCII in queue, label, resource and
+    site names come back exactly from both databases."""
+    from qmonit.simulator import Simulator
+    with Simulator(seed=3, series=800, odd_names=True) as odd:
+        config_path = write_config(tmp_path / "c.cfg", influx_server.url, mariadb_server.port,
+                                   database_name, odd.url, tmp_path / "data")
+        odd.set_time(T)
+        assert run(config_path, "--timestamp", TS) == 0
+        expected = flatten(odd.expected_stats(T, 10))
+        pandaqueues = odd.cric_data("pandaqueue")
+    odd_keys = [k for k in expected if any(c in "".join(k) for c in ' ,="\'ü')]
+    assert len(odd_keys) >= 3
+    assert influx_counts(influx) == expected
+    site = next(v["atlas_site"] for v in pandaqueues.values() if "spaces" in v["atlas_site"])
+    [series] = influx.query(f'SELECT count("jobs") FROM {schema.JOBS.qualified} WHERE '
+                            f'"atlas_site" = {quote_string(site)}')
+    assert series and series[0]["values"][0][1] > 0
+    rows = {r[:3]: r[3] for r in mysql.select(
+        "SELECT panda_queue, prod_source, resource, running_jobs FROM jobs")}
+    for key in odd_keys:
+        assert rows[key[:3]] == expected.get(key[:3] + ("running",), 0)
+    [[stored_site]] = mysql.select("SELECT DISTINCT atlas_site FROM jobs WHERE atlas_site = %s",
+                                   (site,))
+    assert stored_site == site
