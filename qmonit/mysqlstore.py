@@ -1,6 +1,8 @@
 """The MySQL/MariaDB sink: the `jobs` current-state table, created or migrated when missing.
 
-All SQL is parameterised; identifiers come from qmonit.schema only and are backquoted.
+All SQL is parameterised; identifiers come from qmonit.schema only and are backquoted. Names
+compare byte for byte (utf8mb4_nopad_bin): queues that differ by case, accent or a trailing
+space are different rows.
 """
 import logging
 
@@ -25,6 +27,7 @@ class MySQLStore:
         if unix_socket:
             self.params["unix_socket"] = unix_socket
         self.database = database
+        self.collation = "utf8mb4_bin"
         self._conn = None
 
     @classmethod
@@ -49,8 +52,9 @@ class MySQLStore:
             try:
                 conn = mysql.connector.connect(**self.params)
                 cur = conn.cursor()
+                self.collation = _binary_collation(cur)
                 cur.execute(f"CREATE DATABASE IF NOT EXISTS {quote_ident(self.database)} "
-                            "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+                            f"CHARACTER SET utf8mb4 COLLATE {self.collation}")
                 conn.database = self.database
                 cur.close()
             except mysql.connector.Error as e:
@@ -97,7 +101,7 @@ class MySQLStore:
                                  for name, sqltype in schema.MYSQL_JOBS_COLUMNS.items())
             key = ", ".join(quote_ident(k) for k in schema.MYSQL_KEY)
             cur.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns},\nPRIMARY KEY ({key}))"
-                        " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin")
+                        f" ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={self.collation}")
             cur.execute("SELECT column_name FROM information_schema.columns "
                         "WHERE table_schema = %s AND table_name = %s",
                         (self.database, schema.MYSQL_JOBS_TABLE))
@@ -160,3 +164,13 @@ class MySQLStore:
             cur.execute(sql, params)
             return cur.fetchall()
         return self.transaction(work)
+
+
+def _binary_collation(cur):
+    """A byte-wise utf8mb4 collation that also keeps trailing spaces significant where the
+    server has one (MariaDB: utf8mb4_nopad_bin, MySQL 8: utf8mb4_0900_bin)."""
+    for name in ("utf8mb4_nopad_bin", "utf8mb4_0900_bin"):
+        cur.execute("SHOW COLLATION LIKE %s", (name,))
+        if cur.fetchall():
+            return name
+    return "utf8mb4_bin"
