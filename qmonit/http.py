@@ -34,7 +34,7 @@ def fetch(session, url, timeout, method="GET", **kwargs):
         text = response.text
     except requests.RequestException as e:
         raise SourceError(url, f"reading the reply failed ({describe(e)})") from None
-    log.debug("GET %s: %d bytes in %.2f s", url, len(text), time.monotonic() - started)
+    log.debug("%s %s: %d bytes in %.2f s", method, url, len(text), time.monotonic() - started)
     return text
 
 

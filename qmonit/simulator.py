@@ -22,6 +22,13 @@ CRIC (JSON, application/json; query strings such as "?json" are ignored)
   GET /api/core/federation/query/     dict keyed by federation, CPU/Disk pledges per
                                       quarter for the simulated year and the one before
 
+MONIT Grafana datasource proxy to the Rucio accounting Elasticsearch (see MONIT below)
+  POST /api/datasources/proxy/<id>/_msearch   NDJSON body (header line, query line, ...,
+                                      final newline) with "Authorization: Bearer <token>"
+                                      (any non-empty token, or Simulator(monit_token=...));
+                                      401 without one. Reply {"responses": [...]}, one per
+                                      query, shaped like the real one.
+
 Simulator control (never affected by faults)
   POST /_sim/control  JSON {"time": "YYYY-mm-dd HH:MM:SS" or null, "anomalies": [{"queue",
                       "kind", "start", "end"}], "faults": [{"target", "kind", "count"}],
@@ -41,6 +48,7 @@ Usage:
         urls = config_urls(sim.url)
     python -m qmonit.simulator --port 8080 --seed 1 --series 25000 [--time "..."]
 """
+import fnmatch
 import json
 import logging
 import math
@@ -68,7 +76,11 @@ DDM_PATH = "/api/atlas/ddmendpoint/query"
 FEDERATION_PATH = "/api/core/federation/query"
 
 ANOMALY_KINDS = ("collapse", "spike")
-FAULT_KINDS = ("500", "success_false", "truncated", "hang")
+MONIT_PROXY_PREFIX = "/api/datasources/proxy/"
+MONIT_DATASOURCE_ID = 7811
+MONIT_PATH = f"{MONIT_PROXY_PREFIX}{MONIT_DATASOURCE_ID}/_msearch"
+
+FAULT_KINDS = ("500", "success_false", "truncated", "hang", "no_aggregations")
 
 # How a status level is turned into a count: live statuses follow the day curve, queued
 # ones move against it (work piles up when fewer slots are free), final ones are a rate
@@ -185,6 +197,7 @@ def config_urls(base_url):
         "site_url": base + SITE_PATH + "/?json",
         "ddmendpoint_url": base + DDM_PATH + "/?json",
         "federation_url": base + FEDERATION_PATH + "/?json",
+        "monit_url": base + MONIT_PATH,
     }
 
 
@@ -517,8 +530,11 @@ def _running_index(rows):
 class Simulator:
     """PanDA + CRIC stand-in. See the module docstring for the endpoints."""
 
-    def __init__(self, seed=1, series=25000, time=None, hang_seconds=30.0, odd_names=False):
+    def __init__(self, seed=1, series=25000, time=None, hang_seconds=30.0, odd_names=False,
+                 monit_token=None):
         self.seed = seed
+        # None: the MONIT proxy takes any non-empty bearer token; else exactly this one.
+        self.monit_token = monit_token
         self.series_target = series
         self.odd_names = odd_names  # a few names that need escaping (tests)
         self.hang_seconds = hang_seconds
@@ -532,6 +548,8 @@ class Simulator:
         self._faults = []
         self._reply_cache = {}
         self._cric_cache = {}
+        self._rucio_cache = {}
+        self._rucio_profiles = None
         self._server = None
         self._thread = None
         self._stopping = threading.Event()
@@ -598,16 +616,18 @@ class Simulator:
             self._anomalies = []
 
     def set_fault(self, target, kind, count=None):
-        """Break requests to "panda", "cric" or paths starting with target ("/...").
+        """Break requests to "panda", "cric", "monit" or paths starting with target ("/...").
 
-        kind: "500", "success_false" (v1 only), "truncated" (body cut in half) or "hang"
-        (no answer for hang_seconds or until stop()). count=None: until cleared;
+        kind: "500", "success_false" (v1 only), "truncated" (body cut in half), "hang"
+        (no answer for hang_seconds or until stop()) or "no_aggregations" (MONIT only: a
+        200 reply whose responses lack "aggregations"). count=None: until cleared;
         count=n: the next n matching requests.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; use one of {FAULT_KINDS}")
-        if target not in ("panda", "cric") and not str(target).startswith("/"):
-            raise ValueError(f"fault target must be 'panda', 'cric' or a path, not {target!r}")
+        if target not in ("panda", "cric", "monit") and not str(target).startswith("/"):
+            raise ValueError(f"fault target must be 'panda', 'cric', 'monit' or a path, "
+                             f"not {target!r}")
         if count is not None and int(count) < 1:
             raise ValueError("count must be at least 1 or None")
         with self._lock:
@@ -628,9 +648,14 @@ class Simulator:
                     hit = path.startswith(("/api/v1/", "/server/panda/"))
                 elif target == "cric":
                     hit = path.startswith(("/api/atlas/", "/api/core/"))
+                elif target == "monit":
+                    hit = path.startswith(MONIT_PROXY_PREFIX)
                 else:  # path has no trailing slash; a target may have one
                     hit = (path + "/").startswith(target)
                 if not hit or (fault["kind"] == "success_false" and not is_v1):
+                    continue
+                if fault["kind"] == "no_aggregations" and not path.startswith(
+                        MONIT_PROXY_PREFIX):
                     continue
                 if fault["count"] is not None:
                     fault["count"] -= 1
@@ -776,6 +801,133 @@ class Simulator:
                 "vos": ["atlas"],
             }
         return out
+
+    # --- MONIT: Rucio accounting ------------------------------------------------------------
+
+    def rucio_days(self):
+        """Day starts (epoch seconds) whose accounting is indexed by now, newest first."""
+        newest = (int(self.now().timestamp()) - RUCIO_LAG_HOURS * 3600) // 86400 * 86400
+        return [newest - i * 86400 for i in range(RUCIO_RETENTION_DAYS)]
+
+    def rucio_documents(self, day):
+        """The accounting documents of the day that holds `day` (datetime, string or epoch
+        seconds), whether or not they are indexed yet."""
+        day = int(_utc(day).timestamp()) // 86400 * 86400
+        with self._gen_lock:
+            docs = self._rucio_cache.get(day)
+            if docs is None:
+                docs = self._make_rucio_documents(day)
+                if len(self._rucio_cache) >= 16:
+                    self._rucio_cache.pop(next(iter(self._rucio_cache)))
+                self._rucio_cache[day] = docs
+        return docs
+
+    def expected_daod_volumes(self, day):
+        """{DATADISK: (files, bytes)} of DAOD datatypes on the day that holds `day`."""
+        out = {}
+        for doc in self.rucio_documents(day):
+            data = doc["data"]
+            if data["token"] == "ATLASDATADISK" and data["datatype_grouped"] == "DAOD":
+                files, nbytes = out.get(data["rse"], (0, 0))
+                out[data["rse"]] = (files + data["files"], nbytes + data["bytes"])
+        return out
+
+    def _make_rucio_documents(self, day):
+        if self._rucio_profiles is None:
+            self._rucio_profiles = [
+                (site, name, kind, *_rucio_profile(site, name, kind, self.seed))
+                for site in self.universe.sites for name, kind, _ in site.ddmendpoints]
+        millis = day * 1000
+        docs = []
+        for site, name, kind, types, primary, phase in self._rucio_profiles:
+            rnd = random.Random(f"qmonit-sim/rucio/{self.seed}/{name}/{day}")
+            # a slow drift of a few % over weeks, and a little daily noise
+            drift = 1 + 0.03 * math.sin(2 * math.pi * day / 86400 / 37 + phase)
+            common = {"rse": name, "token": "ATLAS" + kind,
+                      "rse_type": "TAPE" if kind.endswith("TAPE") else "DISK",
+                      "experiment_site": site.name, "cloud": site.cloud,
+                      "tier": site.tier_level}
+            for datatype, typical in types:
+                group = _datatype_group(datatype)
+                total = typical * drift * rnd.uniform(0.995, 1.005)
+                for tombstone, share in (("primary", primary), ("secondary", 1 - primary)):
+                    nbytes = int(total * share)
+                    if nbytes <= 0:
+                        continue
+                    files = max(1, round(nbytes / (_FILE_SIZE.get(group, 1e9)
+                                                   * rnd.uniform(0.8, 1.2))))
+                    docs.append({"metadata": {"timestamp": millis},
+                                 "data": {**common, "datatype": datatype,
+                                          "datatype_grouped": group, "tombstone": tombstone,
+                                          "files": files, "bytes": nbytes}})
+        return docs
+
+    def msearch(self, raw, no_aggregations=False):
+        """(HTTP status, reply object) for an _msearch body (bytes or str)."""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if not text.endswith("\n"):
+            return 400, _QueryError("illegal_argument_exception", "The msearch request must "
+                                    "be terminated by a newline [\\n]").body()
+        lines = [line for line in text.split("\n") if line.strip()]
+        if not lines or len(lines) % 2:
+            return 400, _QueryError("illegal_argument_exception", "an msearch body is pairs "
+                                    "of a header line and a query line").body()
+        pairs = []
+        for i in range(0, len(lines), 2):
+            try:
+                header, query = json.loads(lines[i]), json.loads(lines[i + 1])
+            except ValueError as exc:
+                return 400, _QueryError("json_parse_exception", str(exc)).body()
+            if not isinstance(header, dict) or not isinstance(query, dict):
+                return 400, _QueryError("parsing_exception",
+                                        "header and query lines must be objects").body()
+            pairs.append((header, query))
+        return 200, {"responses": [self._search(h, q, no_aggregations) for h, q in pairs]}
+
+    def _search(self, header, query, no_aggregations):
+        started = time.perf_counter()
+        try:
+            unknown = set(query) - {"size", "from", "query", "aggs", "aggregations",
+                                    "track_total_hits", "timeout"}
+            if unknown:
+                raise _QueryError("parsing_exception",
+                                  f"unknown key [{sorted(unknown)[0]}] in the search body")
+            days = self.rucio_days()
+            selected = []
+            for pattern in _index_patterns(header):
+                hit = [d for d in days if fnmatch.fnmatchcase(_rucio_index(d), pattern)]
+                if not hit and "*" not in pattern and not header.get("ignore_unavailable"):
+                    raise _QueryError("index_not_found_exception", f"no such index [{pattern}]",
+                                      404)
+                selected += [d for d in hit if d not in selected]
+            condition = query.get("query", {"match_all": {}})
+            predicate = _compile(condition)
+            matched, skipped = [], 0
+            for day in sorted(selected):
+                if _excludes_time(condition, day * 1000):
+                    skipped += 1
+                    continue
+                matched += [d for d in self.rucio_documents(day) if predicate(d)]
+            size = int(query.get("size", 10))
+            reply = {"took": 0, "timed_out": False,
+                     "_shards": {"total": len(selected), "successful": len(selected),
+                                 "skipped": skipped, "failed": 0},
+                     "hits": {"total": len(matched), "max_score": 0.0,
+                              "hits": [{"_index": _rucio_index(d["metadata"]["timestamp"] // 1000),
+                                        "_id": f"{d['data']['rse']}-{d['data']['datatype']}-"
+                                               f"{d['data']['tombstone']}",
+                                        "_score": 0.0, "_source": d}
+                                       for d in matched[:max(size, 0)]]}}
+            aggs = query.get("aggs", query.get("aggregations"))
+            if aggs is not None and not no_aggregations:
+                reply["aggregations"] = _aggregate(matched, aggs)
+            reply["took"] = int((time.perf_counter() - started) * 1000)
+            reply["status"] = 200
+            return reply
+        except _QueryError as exc:
+            return exc.body()
+        except (TypeError, ValueError) as exc:
+            return _QueryError("parsing_exception", str(exc)).body()
 
     # --- state and control ---------------------------------------------------------------
 
@@ -1077,6 +1229,312 @@ def _ddm_record(site, endpoint, seed):
     }
 
 
+# --- MONIT: Rucio accounting behind the Grafana Elasticsearch proxy ----------------------
+# One index a day (monit_prod_rucioacc_enr_site_YYYY-MM-DD). A day's documents describe the
+# replicas held at the end of that day, one per (endpoint, datatype, tombstone), with
+# metadata.timestamp at the day's start; they are indexed RUCIO_LAG_HOURS after that, so at
+# 02:00 yesterday's accounting is not there yet. Fields follow MONIT's enriched documents:
+# data.rse, data.token (CRIC's, e.g. ATLASDATADISK), data.rse_type, data.datatype (DAOD_PHYS,
+# AOD, ...), data.datatype_grouped (DAOD, AOD, ...), data.tombstone (primary/secondary),
+# data.files, data.bytes, data.experiment_site, data.cloud, data.tier.
+#
+# _msearch evaluates what a client sends, so filters that are missing show up in the numbers:
+# queries bool (filter/must/must_not/should), term, terms, prefix, range, exists, match_all;
+# aggregations terms (field, size (default 10), order, min_doc_count) and sum/min/max/avg/
+# value_count. Anything else is a per-query error, as Elasticsearch reports it.
+
+RUCIO_INDEX_PREFIX = "monit_prod_rucioacc_enr_site_"
+RUCIO_LAG_HOURS = 27
+RUCIO_RETENTION_DAYS = 14
+_TB = 1e12
+_PB = 1e15
+_DAOD_TYPES = (("DAOD_PHYS", 0.35), ("DAOD_PHYSLITE", 0.15), ("DAOD_TOPQ1", 0.08),
+               ("DAOD_SUSY1", 0.07), ("DAOD_FTAG1", 0.06), ("DAOD_JETM1", 0.06),
+               ("DAOD_EXOT2", 0.06), ("DAOD_HIGG1D1", 0.05), ("DAOD_EGAM1", 0.05),
+               ("DAOD_MUON1", 0.04), ("DAOD_TRUTH3", 0.03))
+# Mean file size in bytes by datatype group.
+_FILE_SIZE = {"DAOD": 1.5e9, "AOD": 3.0e9, "HITS": 1.0e9, "EVNT": 2.0e8, "RDO": 2.5e9,
+              "RAW": 2.0e9, "NTUP": 5.0e8, "log": 3.0e7}
+
+
+def _datatype_group(datatype):
+    return datatype.split("_", 1)[0]
+
+
+def _rucio_profile(site, name, kind, seed):
+    """(typical bytes by datatype, share of primary replicas, drift phase) of one endpoint."""
+    rnd = random.Random(f"qmonit-sim/rucio/{seed}/{name}")
+    out = []
+    if kind == "DATADISK":
+        if site.tier_level == 1:
+            daod = rnd.uniform(2, 6) * _PB
+        elif site.tier == "T2D":
+            daod = rnd.uniform(0.5, 2.5) * _PB
+        elif site.tier_level == 2:
+            daod = rnd.uniform(0.1, 1.0) * _PB
+        else:
+            daod = rnd.uniform(5, 100) * _TB
+        if site.tier_level > 1 and rnd.random() < 0.08:
+            daod = 0.0  # no DAODs placed here, though analysis may run
+        if daod:
+            chosen = [(t, w * rnd.uniform(0.5, 1.5)) for t, w in _DAOD_TYPES
+                      if t == "DAOD_PHYS" or rnd.random() < 0.7]
+            weights = sum(w for _, w in chosen)
+            out += [(t, daod * w / weights) for t, w in chosen]
+        base = max(daod, rnd.uniform(0.1, 0.5) * _PB)
+        out += [("AOD", base * rnd.uniform(0.6, 1.8)), ("HITS", base * rnd.uniform(0.1, 0.4)),
+                ("EVNT", base * rnd.uniform(0.01, 0.05)), ("log", base * 0.01)]
+        if site.tier_level == 1:
+            out += [("RAW", base * rnd.uniform(0.3, 1.0)), ("RDO", base * rnd.uniform(0.05, 0.2))]
+    elif kind == "SCRATCHDISK":
+        out = [("DAOD_PHYS", rnd.uniform(20, 150) * _TB),
+               ("DAOD_PHYSLITE", rnd.uniform(5, 50) * _TB),
+               ("NTUP_PILEUP", rnd.uniform(1, 20) * _TB), ("log", rnd.uniform(1, 10) * _TB)]
+    elif kind == "LOCALGROUPDISK":
+        out = [("DAOD_PHYS", rnd.uniform(50, 400) * _TB),
+               ("NTUP_PILEUP", rnd.uniform(10, 100) * _TB)]
+    elif kind == "CALIBDISK":
+        out = [("RAW", rnd.uniform(10, 100) * _TB)]
+    elif kind == "DATATAPE":
+        out = [("RAW", rnd.uniform(5, 20) * _PB), ("AOD", rnd.uniform(1, 5) * _PB),
+               ("DAOD_PHYS", rnd.uniform(0.5, 2) * _PB)]
+    elif kind == "MCTAPE":
+        out = [("HITS", rnd.uniform(2, 10) * _PB), ("EVNT", rnd.uniform(0.1, 1) * _PB),
+               ("AOD", rnd.uniform(1, 5) * _PB)]
+    return out, rnd.uniform(0.6, 0.9), rnd.uniform(0, 2 * math.pi)
+
+
+def _rucio_index(day):
+    return RUCIO_INDEX_PREFIX + datetime.fromtimestamp(day, timezone.utc).strftime("%Y-%m-%d")
+
+
+class _QueryError(Exception):
+    """A query the simulated Elasticsearch rejects: (error type, reason, HTTP status)."""
+
+    def __init__(self, kind, reason, status=400):
+        super().__init__(reason)
+        self.kind, self.reason, self.status = kind, reason, status
+
+    def body(self):
+        error = {"type": self.kind, "reason": self.reason}
+        return {"error": {"root_cause": [error], **error}, "status": self.status}
+
+
+def _field(doc, path):
+    value = doc
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _clauses(value):
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _single(kind, spec):
+    """The (field, value) of a leaf query such as {"term": {"data.rse": "X"}}."""
+    if not isinstance(spec, dict):
+        raise _QueryError("parsing_exception", f"[{kind}] query malformed, no field")
+    fields = [k for k in spec if k != "boost"]
+    if len(fields) != 1:
+        raise _QueryError("parsing_exception",
+                          f"[{kind}] query doesn't support multiple fields, found {fields}")
+    return fields[0], spec[fields[0]]
+
+
+def _millis(value):
+    if isinstance(value, bool):
+        raise _QueryError("parse_exception", f"failed to parse date field [{value}]")
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return _utc(str(value)).timestamp() * 1000
+    except (TypeError, ValueError):
+        raise _QueryError("parse_exception",
+                          f"failed to parse date field [{value}] (the simulator takes epoch "
+                          "milliseconds or ISO dates)") from None
+
+
+def _same(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return str(a) == str(b)
+
+
+def _compile(query):
+    """A predicate doc -> bool for a query; malformed or unsupported queries raise here,
+    before any document is looked at, as Elasticsearch does."""
+    if not isinstance(query, dict) or len(query) != 1:
+        raise _QueryError("parsing_exception", "a query is an object with exactly one key")
+    (kind, spec), = query.items()
+    if kind == "match_all":
+        return lambda doc: True
+    if kind == "bool":
+        if not isinstance(spec, dict):
+            raise _QueryError("parsing_exception", "[bool] query malformed")
+        unknown = set(spec) - {"filter", "must", "must_not", "should", "minimum_should_match",
+                               "boost"}
+        if unknown:
+            raise _QueryError("parsing_exception", f"[bool] query does not support "
+                                                   f"[{sorted(unknown)[0]}]")
+        required = [_compile(q) for q in _clauses(spec.get("filter")) + _clauses(spec.get("must"))]
+        excluded = [_compile(q) for q in _clauses(spec.get("must_not"))]
+        should = [_compile(q) for q in _clauses(spec.get("should"))]
+        minimum = int(spec.get("minimum_should_match", 0 if required else 1 if should else 0))
+
+        def match_bool(doc):
+            return (all(p(doc) for p in required) and not any(p(doc) for p in excluded)
+                    and (minimum == 0 or sum(1 for p in should if p(doc)) >= minimum))
+        return match_bool
+    if kind == "exists":
+        name = (spec or {}).get("field", "") if isinstance(spec, dict) else ""
+        return lambda doc: _field(doc, name) is not None
+    if kind not in ("term", "terms", "prefix", "range"):
+        raise _QueryError("parsing_exception", f"unknown query [{kind}] (the simulator supports "
+                          "bool, term, terms, prefix, range, exists and match_all)")
+    name, value = _single(kind, spec)
+    if kind in ("term", "prefix") and isinstance(value, dict):
+        value = value.get("value")
+    if kind == "term":
+        return lambda doc: (have := _field(doc, name)) is not None and _same(have, value)
+    if kind == "terms":
+        if not isinstance(value, list):
+            raise _QueryError("parsing_exception", "[terms] query requires an array")
+        return lambda doc: (have := _field(doc, name)) is not None and any(
+            _same(have, v) for v in value)
+    if kind == "prefix":
+        text = str(value)
+        return lambda doc: isinstance(have := _field(doc, name), str) and have.startswith(text)
+    if not isinstance(value, dict):
+        raise _QueryError("parsing_exception", "[range] query malformed")
+    is_time = name.endswith("timestamp")
+    bounds = []
+    for op, bound in value.items():
+        if op in ("format", "time_zone", "boost"):
+            continue
+        if op not in ("gte", "gt", "lte", "lt"):
+            raise _QueryError("parsing_exception", f"[range] query does not support [{op}]")
+        bounds.append((op, _millis(bound) if is_time else bound))
+
+    def match_range(doc):
+        have = _field(doc, name)
+        if have is None:
+            return False
+        have = _millis(have) if is_time else have
+        return all((op == "gte" and have >= b) or (op == "gt" and have > b)
+                   or (op == "lte" and have <= b) or (op == "lt" and have < b)
+                   for op, b in bounds)
+    return match_range
+
+
+def _matches(doc, query):
+    return _compile(query)(doc)
+
+
+def _excludes_time(query, millis):
+    """True if the query's required (AND-ed) ranges on metadata.timestamp exclude millis, so
+    a day's index can be skipped before its documents are looked at."""
+    if not isinstance(query, dict) or len(query) != 1:
+        return False
+    (kind, spec), = query.items()
+    if kind == "bool" and isinstance(spec, dict):
+        return any(_excludes_time(q, millis)
+                   for q in _clauses(spec.get("filter")) + _clauses(spec.get("must")))
+    if kind == "range" and isinstance(spec, dict) and "metadata.timestamp" in spec:
+        return not _matches({"metadata": {"timestamp": millis}}, query)
+    return False
+
+
+_METRICS = ("sum", "min", "max", "avg", "value_count")
+
+
+def _aggregate(docs, aggs):
+    if not isinstance(aggs, dict):
+        raise _QueryError("parsing_exception", "aggregations must be an object")
+    out = {}
+    for name, spec in aggs.items():
+        if not isinstance(spec, dict):
+            raise _QueryError("parsing_exception", f"aggregation [{name}] malformed")
+        sub = spec.get("aggs") or spec.get("aggregations") or {}
+        kinds = [k for k in spec if k not in ("aggs", "aggregations", "meta")]
+        if len(kinds) != 1:
+            raise _QueryError("parsing_exception", f"aggregation [{name}] needs one type")
+        kind, body = kinds[0], spec[kinds[0]]
+        field = (body or {}).get("field")
+        if kind in _METRICS:
+            values = [v for v in (_field(d, field) for d in docs)
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            if kind == "sum":
+                value = float(sum(values))
+            elif kind == "value_count":
+                value = len(values)
+            elif not values:
+                value = None
+            else:
+                value = float({"min": min, "max": max}.get(kind, lambda v: sum(v) / len(v))(values))
+            out[name] = {"value": value}
+        elif kind == "terms":
+            out[name] = _terms(docs, name, body, sub)
+        else:
+            raise _QueryError("parsing_exception", f"unknown aggregation type [{kind}] (the "
+                              f"simulator supports terms, {', '.join(_METRICS)})")
+    return out
+
+
+def _terms(docs, name, body, sub):
+    field = body.get("field")
+    if not field:
+        raise _QueryError("parsing_exception", f"terms aggregation [{name}] needs a field")
+    size = int(body.get("size", 10))
+    min_doc_count = int(body.get("min_doc_count", 1))
+    order = body.get("order", {"_count": "desc"})
+    orders = order if isinstance(order, list) else [order]
+    groups = {}
+    for d in docs:
+        value = _field(d, field)
+        if value is not None:
+            groups.setdefault(value, []).append(d)
+    buckets = [{"key": key, "doc_count": len(group), **_aggregate(group, sub)}
+               for key, group in groups.items() if len(group) >= min_doc_count]
+    # Stable sorts, least significant first; ties by key ascending as in Elasticsearch.
+    buckets.sort(key=lambda b: b["key"])
+    for item in reversed(orders):
+        if not isinstance(item, dict) or len(item) != 1:
+            raise _QueryError("parsing_exception", f"terms aggregation [{name}]: bad order")
+        (by, direction), = item.items()
+        if by in ("_key", "_term"):
+            key = lambda b: b["key"]  # noqa: E731
+        elif by == "_count":
+            key = lambda b: b["doc_count"]  # noqa: E731
+        elif by in sub:
+            key = lambda b, by=by: (b[by]["value"] is not None, b[by]["value"] or 0)  # noqa: E731
+        else:
+            raise _QueryError("aggregation_execution_exception",
+                              f"Invalid aggregation order path [{by}]")
+        buckets.sort(key=key, reverse=str(direction).lower() == "desc")
+    kept = buckets[:size]
+    return {"doc_count_error_upper_bound": 0,
+            "sum_other_doc_count": sum(b["doc_count"] for b in buckets[size:]),
+            "buckets": kept}
+
+
+def _index_patterns(header):
+    index = header.get("index", "*")
+    if isinstance(index, str):
+        index = index.split(",")
+    if not isinstance(index, list) or not all(isinstance(i, str) for i in index):
+        raise _QueryError("illegal_argument_exception", "index must be a string or an array")
+    return [i.strip() for i in index if i.strip()] or ["*"]
+
+
 # --- HTTP ----------------------------------------------------------------------------------
 
 def _make_server(sim, host, port):
@@ -1178,6 +1636,8 @@ def _make_server(sim, host, port):
             path = urlsplit(self.path).path.rstrip("/")
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            if path.startswith(MONIT_PROXY_PREFIX):
+                return self.monit(path, raw)
             if path != "/_sim/control":
                 return self.send(404, f"not found: {self.path}\n")
             try:
@@ -1185,6 +1645,36 @@ def _make_server(sim, host, port):
             except (ValueError, KeyError, TypeError) as exc:
                 return self.send(400, json.dumps({"error": str(exc)}), "application/json")
             self.send(200, json.dumps(sim.state()), "application/json")
+
+        def monit(self, path, raw):
+            """Grafana's datasource proxy in front of the Rucio accounting Elasticsearch."""
+            datasource, _, rest = path[len(MONIT_PROXY_PREFIX):].partition("/")
+            if not datasource.isdigit() or rest != "_msearch":
+                return self.send(404, json.dumps({"message": "Not found"}), "application/json")
+            scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token or (
+                    sim.monit_token is not None and token != sim.monit_token):
+                return self.send(401, json.dumps({"message": "Unauthorized"}),
+                                 "application/json")
+            fault = sim._take_fault(path)
+            if fault == "500":
+                return self.send(500, json.dumps({"message": "Internal Server Error "
+                                                             "(simulated)"}), "application/json")
+            if fault == "hang":
+                sim._stopping.wait(sim.hang_seconds)
+                self.close_connection = True
+                return
+            content_type = self.headers.get("Content-Type", "")
+            if "json" not in content_type:
+                return self.send(406, json.dumps({
+                    "error": f"Content-Type header [{content_type}] is not supported",
+                    "status": 406}), "application/json")
+            status, reply = sim.msearch(raw, no_aggregations=fault == "no_aggregations")
+            body = json.dumps(reply).encode()
+            if fault == "truncated":
+                body = body[:len(body) // 2]
+            self.send(status, body, "application/json")
 
     server = Server((host, port), Handler)
     return server

@@ -1,8 +1,8 @@
 import datetime as dt
 import json
+import logging
 
 import pytest
-import requests
 
 from qmonit import cric, http, schema
 from qmonit.errors import SourceError
@@ -46,6 +46,7 @@ def test_unknown_metadata_becomes_unknown():
 
 
 def test_refresh_caches_and_falls_back(tmp_path, sim, caplog):
+    caplog.set_level(logging.WARNING, logger="qmonit.cric")
     cache = cric.Cache(tmp_path)
     url = sim.url + "/api/atlas/pandaqueue/query/?json"
     session = http.session()

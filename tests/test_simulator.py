@@ -209,7 +209,7 @@ PANDAQUEUE_FIELDS = ("panda_resource", "atlas_site", "cloud", "country", "tier",
 def test_cric_endpoints_shapes(sim):
     urls = config_urls(sim.url)
     responses = {key: requests.get(url, timeout=10) for key, url in urls.items()
-                 if key != "panda_url"}
+                 if key not in ("panda_url", "monit_url")}
     for r in responses.values():
         assert r.status_code == 200
         assert r.headers["Content-Type"] == "application/json"
@@ -474,6 +474,7 @@ def test_config_urls():
         "site_url": "http://127.0.0.1:1234/api/atlas/site/query/?json",
         "ddmendpoint_url": "http://127.0.0.1:1234/api/atlas/ddmendpoint/query/?json",
         "federation_url": "http://127.0.0.1:1234/api/core/federation/query/?json",
+        "monit_url": "http://127.0.0.1:1234/api/datasources/proxy/7811/_msearch",
     }
 
 
@@ -502,3 +503,188 @@ def test_import_is_cheap_and_silent():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == "False [] []", out.stderr
+
+
+# --- MONIT: Rucio accounting behind the Grafana proxy ----------------------------------
+
+DAY_MS = 86400 * 1000
+YESTERDAY = datetime(2024, 4, 30, tzinfo=timezone.utc)   # T0's last complete day
+AUTH = {"Authorization": "Bearer demo-token", "Content-Type": "application/x-ndjson"}
+
+
+def msearch(sim, *queries, headers=AUTH, index="monit_prod_rucioacc_enr_site*", raw=None):
+    header = json.dumps({"search_type": "query_then_fetch", "ignore_unavailable": True,
+                         "index": [index]})
+    body = raw if raw is not None else "".join(f"{header}\n{json.dumps(q)}\n" for q in queries)
+    return requests.post(config_urls(sim.url)["monit_url"], data=body.encode(),
+                         headers=headers, timeout=30)
+
+
+def per_rse(filters=(), day=YESTERDAY, size=10000, order=None):
+    start = int(day.timestamp()) * 1000
+    terms = {"field": "data.rse", "size": size}
+    if order:
+        terms["order"] = order
+    return {"size": 0,
+            "query": {"bool": {"filter": [{"range": {"metadata.timestamp": {
+                "gte": start, "lt": start + DAY_MS, "format": "epoch_millis"}}}, *filters]}},
+            "aggs": {"4": {"terms": terms, "aggs": {"1": {"sum": {"field": "data.files"}},
+                                                    "3": {"sum": {"field": "data.bytes"}}}}}}
+
+
+def rse_sums(response):
+    return {b["key"]: (b["1"]["value"], b["3"]["value"])
+            for b in response["aggregations"]["4"]["buckets"]}
+
+
+DAOD_DATADISK = ({"term": {"data.datatype_grouped": "DAOD"}},
+                 {"terms": {"data.token": ["ATLASDATADISK"]}})
+
+
+def test_monit_reply_shape_like_the_recorded_one(sim):
+    r = msearch(sim, per_rse(DAOD_DATADISK))
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/json"
+    [item] = r.json()["responses"]
+    recorded = json.loads((RECORDED / "test_input_grafana_datadisks.json").read_text())
+    [model] = recorded["responses"]
+    assert set(model) <= set(item)
+    assert set(model["aggregations"]["4"]) == set(item["aggregations"]["4"])
+    bucket = item["aggregations"]["4"]["buckets"][0]
+    assert set(bucket) == set(model["aggregations"]["4"]["buckets"][0])
+    assert item["status"] == 200 and item["hits"]["hits"] == []
+    # Only yesterday's index is searched; the others are skipped by the time range.
+    assert item["_shards"]["skipped"] == item["_shards"]["total"] - 1
+
+
+def test_monit_daod_datadisk_filter_gives_the_expected_volumes(sim):
+    sums = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
+    expected = sim.expected_daod_volumes(YESTERDAY)
+    assert sums == {rse: (float(f), float(b)) for rse, (f, b) in expected.items()}
+    # PB scale at the large sites, realistic file sizes
+    assert max(b for _, b in sums.values()) > 1e15
+    files, nbytes = map(sum, zip(*sums.values()))
+    assert 0.5e9 < nbytes / files < 5e9
+
+
+def test_monit_serves_what_a_query_does_not_filter_out(sim):
+    everything = rse_sums(msearch(sim, per_rse()).json()["responses"][0])
+    daod = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
+    datadisk_only = rse_sums(msearch(sim, per_rse(DAOD_DATADISK[1:])).json()["responses"][0])
+    daod_any = rse_sums(msearch(sim, per_rse(DAOD_DATADISK[:1])).json()["responses"][0])
+    assert any(rse.endswith("_SCRATCHDISK") for rse in everything)
+    assert any(rse.endswith("_SCRATCHDISK") for rse in daod_any)       # user DAODs on scratch
+    assert not any(rse.endswith("_SCRATCHDISK") for rse in datadisk_only)
+    for rse, (_, nbytes) in daod.items():
+        assert datadisk_only[rse][1] > nbytes     # AOD, HITS, ... on the same DATADISK
+        assert everything[rse] == datadisk_only[rse]
+
+
+def test_monit_datadisks_are_cric_datadisks_and_read_lan_ones(sim):
+    sums = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
+    cric = {e["name"]: e for e in sim.cric_data("ddmendpoint")}
+    assert all(cric[rse]["type"] == "DATADISK" and cric[rse]["token"] == "ATLASDATADISK"
+               for rse in sums)
+    read = {e for q in sim.cric_data("pandaqueue").values() for e in q["astorages"]["read_lan"]
+            if e.endswith("_DATADISK")}
+    assert read <= set(cric) and len(read & set(sums)) >= len(read) * 0.8
+
+
+@settings(max_examples=15, deadline=None)
+@given(tokens=st.sets(st.sampled_from(["ATLASDATADISK", "ATLASSCRATCHDISK",
+                                       "ATLASLOCALGROUPDISK", "ATLASDATATAPE"]), min_size=1),
+       groups=st.sets(st.sampled_from(["DAOD", "AOD", "HITS", "RAW", "log"]), min_size=1),
+       primary_only=st.booleans())
+def test_monit_filters_are_honoured(server, tokens, groups, primary_only):
+    filters = [{"terms": {"data.token": sorted(tokens)}},
+               {"bool": {"should": [{"term": {"data.datatype_grouped": g}} for g in groups]}}]
+    if primary_only:
+        filters.append({"bool": {"must_not": {"term": {"data.tombstone": "secondary"}}}})
+    got = rse_sums(msearch(server, per_rse(filters)).json()["responses"][0])
+    expected = {}
+    for doc in server.rucio_documents(YESTERDAY):
+        d = doc["data"]
+        if d["token"] in tokens and d["datatype_grouped"] in groups and (
+                not primary_only or d["tombstone"] == "primary"):
+            files, nbytes = expected.get(d["rse"], (0, 0))
+            expected[d["rse"]] = (files + d["files"], nbytes + d["bytes"])
+    assert got == {k: (float(f), float(b)) for k, (f, b) in expected.items()}
+
+
+def test_monit_terms_size_order_and_other_doc_count(sim):
+    item = msearch(sim, per_rse(DAOD_DATADISK, size=3, order={"_key": "desc"})).json()
+    agg = item["responses"][0]["aggregations"]["4"]
+    keys = [b["key"] for b in agg["buckets"]]
+    everything = sorted(sim.expected_daod_volumes(YESTERDAY), reverse=True)
+    assert keys == everything[:3]
+    assert agg["sum_other_doc_count"] > 0
+    by_bytes = msearch(sim, per_rse(DAOD_DATADISK, size=2, order={"3": "desc"})).json()
+    top = [b["3"]["value"] for b in by_bytes["responses"][0]["aggregations"]["4"]["buckets"]]
+    assert top == sorted((b for _, b in sim.expected_daod_volumes(YESTERDAY).values()),
+                         reverse=True)[:2]
+
+
+def test_monit_accounting_arrives_a_day_late(sim):
+    today = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    sim.set_time(today + timedelta(hours=2))
+    late = msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0]
+    assert late["aggregations"]["4"]["buckets"] == [] and late["hits"]["total"] == 0
+    sim.set_time(today + timedelta(hours=3))
+    assert rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
+    # deterministic (but for "took"), and a different day has (slightly) different volumes
+    first, again = (msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0]
+                    for _ in range(2))
+    assert {**first, "took": 0} == {**again, "took": 0}
+    before = rse_sums(msearch(sim, per_rse(DAOD_DATADISK, day=YESTERDAY - timedelta(days=1)))
+                      .json()["responses"][0])
+    now = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
+    assert before.keys() == now.keys() and before != now
+
+
+def test_monit_token_is_required(sim):
+    assert msearch(sim, per_rse(), headers={"Content-Type": "application/json"}).status_code \
+        == 401
+    no_token = {"Authorization": "Bearer ", "Content-Type": "application/json"}
+    assert msearch(sim, per_rse(), headers=no_token).status_code == 401
+    assert msearch(sim, per_rse(), headers={**AUTH, "Authorization": "Bearer x"}).status_code \
+        == 200
+    with Simulator(seed=1, series=2000, time=T0, monit_token="secret") as local:
+        assert msearch(local, per_rse(), headers=AUTH).status_code == 401
+        good = {**AUTH, "Authorization": "Bearer secret"}
+        assert msearch(local, per_rse(), headers=good).status_code == 200
+
+
+def test_monit_bad_requests(sim):
+    r = msearch(sim, raw=json.dumps({"index": "x"}) + "\n" + json.dumps(per_rse()))
+    assert r.status_code == 400 and "terminated by a newline" in r.text
+    r = msearch(sim, per_rse(), headers={**AUTH, "Content-Type": "text/plain"})
+    assert r.status_code == 406
+    r = msearch(sim, {"size": 0, "query": {"query_string": {"query": "data.rse:*"}}})
+    assert r.status_code == 200
+    [item] = r.json()["responses"]
+    assert item["status"] == 400 and item["error"]["type"] == "parsing_exception"
+    r = msearch(sim, per_rse(), index="no_such_index")
+    assert r.status_code == 200 and r.json()["responses"][0]["aggregations"]["4"]["buckets"] == []
+    r = requests.post(sim.url + "/api/datasources/proxy/7811/_search", headers=AUTH, timeout=5,
+                      data=b"{}\n")
+    assert r.status_code == 404
+    # two queries, two responses
+    assert len(msearch(sim, per_rse(), per_rse(DAOD_DATADISK)).json()["responses"]) == 2
+
+
+def test_monit_faults(sim):
+    sim.set_fault("monit", "no_aggregations", count=1)
+    item = msearch(sim, per_rse()).json()["responses"][0]
+    assert "aggregations" not in item and item["status"] == 200
+    assert "aggregations" in msearch(sim, per_rse()).json()["responses"][0]
+    sim.set_fault("monit", "500", count=1)
+    assert msearch(sim, per_rse()).status_code == 500
+    sim.set_fault("/api/datasources/proxy/", "truncated", count=1)
+    with pytest.raises(ValueError):
+        msearch(sim, per_rse()).json()
+    # no_aggregations only concerns MONIT
+    sim.set_fault("cric", "no_aggregations", count=1)
+    assert requests.get(config_urls(sim.url)["site_url"], timeout=10).status_code == 200
+    sim.set_fault("monit", "hang", count=1)
+    with pytest.raises(requests.exceptions.Timeout):
+        requests.post(config_urls(sim.url)["monit_url"], data=b"x\n", headers=AUTH,
+                      timeout=0.3)
