@@ -130,16 +130,79 @@ def run(series=25000, hours=HOURS, now=None):
     now = now or dt.datetime.now(dt.timezone.utc)
     last = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
     slots = [last - dt.timedelta(minutes=10 * i) for i in range(hours * 6 - 1, -1, -1)]
+    collapse, spike = inject_anomalies(sim_url, last)
     started = time.monotonic()
     for slot in progress(slots, desc="backfill", unit="slot"):
         stamp = slot.strftime("%Y-%m-%d %H:%M:%S")
         sim_control(sim_url, time=stamp)
         script("fetch_queues.py", config, "--timestamp", stamp)
+        if slot.minute == 0:
+            # As cron would: the hourly job at :05 reads the slot just written.
+            script("datadisk.py", config, "--timestamp",
+                   f"{slot + dt.timedelta(minutes=5):%Y-%m-%d %H:%M:%S}")
     print(f"backfilled {len(slots)} slots ({hours} h) through fetch_queues.py in "
-          f"{time.monotonic() - started:.0f} s")
-    summary(Influx(influx_server.url, "monit_jobs"), maria, slots[-1], sim_url)
+          f"{time.monotonic() - started:.0f} s; injected a collapse of {collapse} and a "
+          f"spike of failed jobs at {spike} in the last slot")
+
+    stamp = last.strftime("%Y-%m-%d %H:%M:%S")
+    for name, args in (("downsample.py", ("--average", "1h")),
+                       ("downsample.py", ("--average", "1d")),
+                       ("suspicious.py", ())):
+        started = time.monotonic()
+        script(name, config, *args, "--timestamp", stamp)
+        print(f"ran {name} {' '.join(args)} in {time.monotonic() - started:.1f} s")
+    influx = Influx(influx_server.url, "monit_jobs")
+    preview_path = render_preview(config, influx, last)
+    summary(influx, maria, last, sim_url)
+    flags(influx, last)
+    print(f"\nDashboard preview: {preview_path}")
     print(f"\nThe servers keep running for you to explore; `make stop` stops them.")
     return 0
+
+
+def inject_anomalies(sim_url, last):
+    """A collapse of running jobs and a spike of failed jobs, from the last slot on, at two of
+    the biggest queues, so that suspicious.py has something to flag."""
+    state = requests.get(f"{sim_url}/_sim/state", timeout=30).json()
+    sim_control(sim_url, time=last.strftime("%Y-%m-%d %H:%M:%S"))
+    stats = requests.get(f"{sim_url}/api/v1/statistics/job_stats_by_site_share_and_resource_"
+                         "type?time_window=10", headers={"Accept": "application/json"},
+                         timeout=60).json()["data"]
+    running = sorted(((sum(c.get("running", 0) for r in labels.values() for c in r.values()), q)
+                      for q, labels in stats.items() if q in state["queues"]), reverse=True)
+    collapse, spike = running[0][1], running[1][1]
+    start = last.strftime("%Y-%m-%d %H:%M:%S")
+    sim_control(sim_url, anomalies=[{"queue": collapse, "kind": "collapse", "start": start},
+                                    {"queue": spike, "kind": "spike", "start": start}])
+    return collapse, spike
+
+
+def render_preview(config, influx, slot):
+    from . import config as config_module, preview
+    from .mysqlstore import MySQLStore
+    cfg = config_module.load(str(config), str(ROOT / "fetch_queues.py"))
+    path = VAR / "preview.png"
+    with MySQLStore.from_config(cfg) as store:
+        preview.render(influx, store, path, slot)
+    return path
+
+
+def flags(influx, slot):
+    [series] = influx.query(
+        f'SELECT "current", "baseline", "ratio", "score" FROM {schema.SUSPICIOUS.qualified} '
+        f'WHERE time = {int(slot.timestamp())}s GROUP BY *')
+    rows = []
+    for s in series:
+        values = dict(zip(s["columns"], s["values"][0]))
+        rows.append((values["score"], s["tags"], values))
+    rows.sort(key=lambda r: r[0], reverse=True)
+    print(f"\nSuspicious now: {len(rows)} flags; the top ones:")
+    for score, tags, v in rows[:8]:
+        where = tags[schema.ATLAS_SITE] if tags[schema.LEVEL] == "site" else \
+            tags[schema.PANDA_QUEUE]
+        print(f"  {tags[schema.LEVEL]:<5} {where:<30} {tags[schema.JOB_STATUS]:<10} "
+              f"{tags[schema.DIRECTION]:<5} {v['current']:>8.0f} vs {v['baseline']:>8.1f}  "
+              f"score {score:.1f}")
 
 
 def summary(influx, maria, slot, sim_url):
