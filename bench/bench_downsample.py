@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Benchmark of downsample.py at ATLAS scale: 25k series of 10m jobs points over 48 hours.
+
+Starts its own influxd in a temporary directory, fills "10m"."jobs" with the simulator's counts
+(qmonit.transform.job_lines + Influx.write_lines, as fetch_queues.py writes them), then times
+the rollups and, as a reference, InfluxDB's own SELECT ... INTO on the same data. Prints only
+a Markdown section. Usage: .venv/bin/python bench/bench_downsample.py [--series N]
+"""
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qmonit import cric, devservers, downsample, schema, transform  # noqa: E402
+from qmonit.config import Config  # noqa: E402
+from qmonit.errors import SinkError  # noqa: E402
+from qmonit.influx import Influx, quote_ident, time_literal  # noqa: E402
+from qmonit.simulator import Simulator  # noqa: E402
+
+HOUR, DAY = 3600, 86400
+TARGETS = {"hour": 3.0, "day": 3.0, "backfill": 30.0}
+SERVER_TIMEOUT = 240  # the reference INTO queries are slow; never wait longer than this
+
+
+def fill(influx, sim, start, slots):
+    queues = cric.queue_metadata(sim.cric_data("pandaqueue"))
+    pledges = cric.federation_pledges(sim.cric_data("federation"), start)
+
+    def one(i):
+        slot = start + i * transform.SLOT
+        lines = transform.job_lines(sim.expected_stats(slot), queues, pledges, slot, 10)
+        influx.write_lines(schema.RP_10M, lines)
+        return len(lines)
+
+    with ThreadPoolExecutor(3) as pool:
+        return sum(pool.map(one, range(slots)))
+
+
+def timed(fn):
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def at(epoch):
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+def server_queries(start, stop, into):
+    """The reference: InfluxDB computing the rollups itself (exact, but slow at this scale)."""
+    q = quote_ident
+    where = f"time >= {time_literal(start)} AND time < {time_literal(stop)}"
+    means = ", ".join(f"mean({q(f)}) AS {q(f)}" for f in schema.JOBS_MEAN_FIELDS)
+    hourly = (f'SELECT sum("jobs") / count("jobs") AS "jobs", sum("jobs") AS "jobs_sum", '
+              f'count("jobs") AS "samples", {means} INTO "1h".{q(into)} FROM "10m"."jobs" '
+              f"WHERE {where} GROUP BY time(1h), * fill(none)")
+    inner = ['"jobs_sum"', '"samples"']
+    outer = ['sum("jobs_sum") AS "jobs_sum"', 'sum("samples") AS "samples"',
+             'sum("jobs_sum") / sum("samples") AS "jobs"']
+    for f in schema.JOBS_MEAN_FIELDS:
+        inner += [f'{q(f)} * "samples" AS {q("w_" + f)}', f'{q(f)} * 0 + "samples" AS {q("n_" + f)}']
+        outer.append(f'sum({q("w_" + f)}) / sum({q("n_" + f)}) AS {q(f)}')
+    daily = (f"SELECT {', '.join(outer)} INTO \"1d\".{q(into)} FROM (SELECT {', '.join(inner)} "
+             f'FROM "1h"."jobs" WHERE {where} GROUP BY *) WHERE {where} '
+             f"GROUP BY time(1d), * fill(none)")
+    return hourly, daily
+
+
+def max_difference(influx, rp, ours, theirs, start, stop):
+    """Largest relative difference between two rollups of [start, stop), and rows compared."""
+    where = f"time >= {time_literal(start)} AND time < {time_literal(stop)}"
+
+    def read(name):
+        out = {}
+        for series in influx.query_chunks(f'SELECT * FROM {quote_ident(rp)}.{quote_ident(name)} '
+                                          f"WHERE {where} GROUP BY *"):
+            for row in series["values"]:
+                key = (tuple(sorted((k, v) for k, v in series["tags"].items() if v)), row[0])
+                out[key] = dict(zip(series["columns"][1:], row[1:]))
+        return out
+
+    a, b = read(ours), read(theirs)
+    if set(a) != set(b):
+        return float("inf"), len(a)
+    worst = 0.0
+    for key, fields in a.items():
+        for name, value in fields.items():
+            other = b[key].get(name)
+            if value is None or other is None:
+                if value != other:
+                    return float("inf"), len(a)
+                continue
+            worst = max(worst, abs(value - other) / max(abs(value), abs(other), 1e-300))
+    return worst, len(a)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", type=int, default=25000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    wall = int(time.time())
+    today = wall - wall % DAY
+    start = today - 2 * DAY
+    with tempfile.TemporaryDirectory(prefix="bench_downsample_") as tmp:
+        server = devservers.start_influxdb(Path(tmp) / "influxdb")
+        try:
+            config = Config.from_string(
+                f"[credentials]\ndatabase = bench\n[influxdb]\nurl = {server.url}\n"
+                f"timeout = 900\n[paths]\ndata_dir = {tmp}/data\n",
+                path=Path(tmp) / "config.cfg", base_dir=tmp)
+            influx = Influx.from_config(config)
+            influx.ensure_database()
+            sim = Simulator(seed=1, series=args.series)
+            started = time.perf_counter()
+            points = fill(influx, sim, at(start), 2 * 144)
+            fill_s = time.perf_counter() - started
+            series = points // 288
+
+            def hourly(now, **kw):
+                return lambda: downsample.run(config, at(now), "1h", influx=influx, **kw)
+
+            def daily(now, **kw):
+                return lambda: downsample.run(config, at(now), "1d", influx=influx, **kw)
+
+            rows = []
+            # Cron at 00:15 with an empty 1h rollup: all 48 hours are missing.
+            backfill = timed(hourly(today + 900))
+            rows.append(("backfill: 48 missing hours (one cron run)", [backfill], "backfill"))
+            hour = today - DAY + 12 * HOUR
+            one_hour = [timed(hourly(today + 900, start=at(hour), end=at(hour + HOUR)))
+                        for _ in range(args.repeat)]
+            rows.append(("1h rollup of one hour (--start/--end)", one_hour, "hour"))
+            cron_1h = [timed(hourly(today + 900)) for _ in range(args.repeat)]
+            rows.append(("cron 1h run: check 48 h + write the last hour", cron_1h, None))
+            one_day = [timed(daily(today + 360, start=at(today - DAY), end=at(today)))
+                       for _ in range(args.repeat)]
+            rows.append(("1d rollup of one day (--start/--end)", one_day, "day"))
+            cron_1d = [timed(daily(today + 360)) for _ in range(args.repeat)]
+            rows.append(("cron 1d run: 1h check, 14 d check, write the last day", cron_1d, None))
+
+            # The reference, in the same run: the same hour and day computed by InfluxDB.
+            slow = Influx(server.url, "bench", timeout=SERVER_TIMEOUT)
+            into_hour, _ = server_queries(hour, hour + HOUR, "jobs_into")
+            server_hour = timed(lambda: slow.query(into_hour))
+            difference, compared = max_difference(influx, "1h", "jobs", "jobs_into",
+                                                  hour, hour + HOUR)
+            _, into_day = server_queries(today - DAY, today, "jobs_into")
+            try:
+                server_day = timed(lambda: slow.query(into_day))
+                day_difference = max_difference(influx, "1d", "jobs", "jobs_into",
+                                                 today - DAY, today)[0]
+            except SinkError:
+                server_day, day_difference = None, None
+        finally:
+            server.stop()
+    load_after = os.getloadavg()[0]
+
+    def verdict(values, target):
+        if target is None:
+            return "", ""
+        return f"≤ {TARGETS[target]:g} s", ("PASS" if statistics.median(values) <= TARGETS[target]
+                                            else "FAIL")
+
+    print("## downsample.py: 10m → 1h → 1d rollups\n")
+    print(f"About {series} series (simulator, seed 1) × 288 ten-minute slots = {points} points in "
+          f'"10m"."jobs", written in {fill_s:.0f} s ({points / fill_s:,.0f} points/s) with '
+          "transform.job_lines + Influx.write_lines. One influxd 1.6 (devservers), "
+          f"{os.cpu_count()} CPUs, load average {load_before:.1f} before and {load_after:.1f} "
+          "after (the host is shared: absolute times move with it, ratios less).\n")
+    print("| operation | median s | runs | target | result |")
+    print("|---|---:|---:|---|---|")
+    for name, values, target in rows:
+        goal, result = verdict(values, target)
+        print(f"| {name} | {statistics.median(values):.2f} | {len(values)} | {goal} | {result} |")
+    print()
+    print("Reference, same data and run: InfluxDB's own `SELECT … INTO … GROUP BY time(…), *` "
+          "(what continuous queries do; 1d through a subquery for the weighted means).\n")
+    print("| operation | s | ratio to downsample.py |")
+    print("|---|---:|---:|")
+    print(f"| server-side INTO, one hour | {server_hour:.2f} | "
+          f"{server_hour / statistics.median(one_hour):.1f}× |")
+    if server_day is None:
+        print(f"| server-side INTO, one day | > {SERVER_TIMEOUT} (gave up) | "
+              f"> {SERVER_TIMEOUT / statistics.median(one_day):.0f}× |")
+    else:
+        print(f"| server-side INTO, one day | {server_day:.2f} | "
+              f"{server_day / statistics.median(one_day):.1f}× |")
+    print()
+    day_text = ("not compared (gave up)" if day_difference is None
+                else f"{day_difference:.1e}")
+    print(f"Exactness at scale: largest relative difference between downsample.py and the "
+          f"server-side rollup over {compared} series of the hour: {difference:.1e}; of the "
+          f"day: {day_text}.")
+
+
+if __name__ == "__main__":
+    main()
