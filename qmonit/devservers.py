@@ -128,10 +128,19 @@ def start_mariadb(directory, port=None, timeout=60):
     fresh = not (datadir / "mysql").is_dir()
     if fresh:
         datadir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={datadir}",
-                        "--auth-root-authentication-method=normal", "--skip-test-db",
-                        "--user=" + _user()],
-                       check=True, stdout=subprocess.DEVNULL, stderr=open(logfile, "ab"))
+        command = ["mariadb-install-db", "--no-defaults", f"--datadir={datadir}",
+                   "--auth-root-authentication-method=normal", "--skip-test-db",
+                   "--user=" + _user()]
+        # Seen once here with two installs at the same moment: it failed, and worked again.
+        for attempt in (1, 2):
+            with open(logfile, "ab") as err:
+                done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=err)
+            if done.returncode == 0:
+                break
+            shutil.rmtree(datadir, ignore_errors=True)
+            datadir.mkdir(parents=True)
+        else:
+            raise RuntimeError(f"mariadb-install-db failed twice; see {logfile}")
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(
             [_mariadbd(), "--no-defaults", f"--datadir={datadir}",
