@@ -9,8 +9,8 @@ How, without pulling raw history point by point. In InfluxDB 1.x a GROUP BY over
 thousands of series costs mostly per series and per aggregate (about 4 s of server CPU per call
 over 24 h at 25k series), while reading the points of one slot without grouping is cheap. So:
 
-  - seed: the sums and counts of four disjoint pieces of (T - 24h, T] per series, in four
-    grouped queries run concurrently. Used for the first run, after a gap of more than
+  - seed: the sums and counts of four disjoint pieces of (T - 24h, T] per series, in eight
+    grouped queries run two at a time. Used for the first run, after a gap of more than
     MAX_STEPS slots, for a slot older than the last one computed, and without a data_dir.
   - step: afterwards each run reads the points of slot T only (no grouping), adds them to the
     window sums and subtracts the slot that leaves each window (T - 1h, T - 6h, T - 12h,
@@ -53,16 +53,29 @@ DAY_WINDOWS = {"avg7d": 7, "avg30d": 30}
 EXPECTED_24H = int(WINDOWS["avg24h"] / SLOT)
 # Missed slots a run catches up on by reading them; after a longer gap it seeds again.
 MAX_STEPS = 3
-# Concurrent queries: influxd runs each on one core.
-QUERY_THREADS = 3
+# Concurrent queries: influxd runs each on one core; the servers here have two.
+QUERY_THREADS = 2
 # The metadata tags that averages points carry besides the series key.
 META = (schema.ATLAS_SITE, schema.CLOUD, schema.TIER)
-NO_META = ("", "", "")
+# Inside, a series key and a metadata triple are each one string, their parts joined by
+# SEP: dicts keyed by strings load from JSON and hash much faster than tuples.
+SEP = "\x1f"
+NO_META = SEP.join(("", "", ""))
 # How long cached rollup averages are trusted within one day (a backfilled day shows up).
 ROLLUP_CACHE_MAX_AGE = dt.timedelta(hours=6)
 
 Average = namedtuple("Average", schema.SERIES_KEY + META + ("current",)
                      + schema.AVERAGE_WINDOWS + ("coverage",))
+# Windows builds the records positionally in this order, and unrolls its four windows.
+assert WINDOW_NAMES + tuple(DAY_WINDOWS) == schema.AVERAGE_WINDOWS and len(WINDOWS) == 4
+
+
+def join(parts):
+    return SEP.join(parts)
+
+
+def split(text):
+    return tuple(text.split(SEP))
 
 
 def _epoch(slot):
@@ -99,11 +112,14 @@ def _flat(aggregates, source, where, group_tags):
 PIECES = tuple(zip((dt.timedelta(0),) + tuple(WINDOWS.values())[:-1], WINDOWS.values()))
 
 
-def piece_query(slot, newer, older):
+def piece_queries(slot, newer, older):
+    """sum(jobs) per series, and count(jobs) per series and metadata, in (T - older, T - newer].
+    One aggregate a query: each finishes sooner, and they run side by side."""
     jobs = quote_ident("jobs")
-    return _flat([(f"sum({jobs})", "sum"), (f"count({jobs})", "count")], schema.JOBS.qualified,
-                 f"time > {time_literal(slot - older)} AND time <= {time_literal(slot - newer)}",
-                 schema.SERIES_KEY + META)
+    where = f"time > {time_literal(slot - older)} AND time <= {time_literal(slot - newer)}"
+    return (_flat([(f"sum({jobs})", "sum")], schema.JOBS.qualified, where, schema.SERIES_KEY),
+            _flat([(f"count({jobs})", "count")], schema.JOBS.qualified, where,
+                  schema.SERIES_KEY + META))
 
 
 def rollup_query(slot, days):
@@ -138,33 +154,36 @@ def parse_slot(series_list):
         value = row[at[0]]
         if value is None:
             continue
-        key = tuple(row[i] or "" for i in at[1:5])
+        key = SEP.join([row[i] or "" for i in at[1:5]])
         values[key] = values.get(key, 0) + int(value)
-        meta[key] = tuple(row[i] or "" for i in at[5:])
+        meta[key] = SEP.join([row[i] or "" for i in at[5:]])
     return values, meta
 
 
-def parse_piece(series_list):
-    """({key: [sum, count]}, {key: metadata}) from a piece grouped by key and metadata.
+def parse_piece(sum_reply, count_reply):
+    """({key: [sum, count]}, {key: metadata}) of one piece.
 
-    A series whose CRIC metadata changed inside the piece has several groups: they add up,
-    and the metadata of the group with the most points is kept (ties: the larger)."""
+    A series whose CRIC metadata changed inside the piece has several count groups: they add
+    up, and the metadata of the group with the most points is kept (ties: the larger)."""
     sums, meta, best = {}, {}, {}
-    for row, at in _rows(series_list, ("sum", "count") + schema.SERIES_KEY + META):
-        n = row[at[1]] or 0
+    for row, at in _rows(count_reply, ("count",) + schema.SERIES_KEY + META):
+        n = row[at[0]] or 0
         if not n:
             continue
-        key = tuple(row[i] or "" for i in at[2:6])
-        group_meta = tuple(row[i] or "" for i in at[6:])
+        key = SEP.join([row[i] or "" for i in at[1:5]])
+        group_meta = SEP.join([row[i] or "" for i in at[5:]])
         have = sums.get(key)
         if have is None:
-            sums[key] = [int(row[at[0]] or 0), n]
+            sums[key] = [0, n]
         else:
-            have[0] += int(row[at[0]] or 0)
             have[1] += n
-        if (n, group_meta) > best.get(key, (0, ())):
+        if (n, group_meta) > best.get(key, (0, "")):
             best[key] = (n, group_meta)
             meta[key] = group_meta
+    for row, at in _rows(sum_reply, ("sum",) + schema.SERIES_KEY):
+        key = SEP.join([row[i] or "" for i in at[1:]])
+        if key in sums:
+            sums[key][0] = int(row[at[0]] or 0)
     return sums, meta
 
 
@@ -173,7 +192,7 @@ def parse_rollup(series_list):
     out = {}
     for row, at in _rows(series_list, ("jobs_sum", "samples") + schema.SERIES_KEY):
         if row[at[1]]:
-            out[tuple(row[i] or "" for i in at[2:])] = (row[at[0]] or 0, row[at[1]])
+            out[SEP.join([row[i] or "" for i in at[2:]])] = (row[at[0]] or 0, row[at[1]])
     return out
 
 
@@ -227,22 +246,30 @@ class Windows:
     def step(self, values, meta, leaving):
         """Move to slot + 10m: values (and meta) enter every window; leaving[j] holds the
         values of the slot that leaves window j. Series with nothing left in 24 h go."""
-        width = 2 * len(WINDOWS)
+        sums, own_meta, before = self.sums, self.meta, self.before
         for key, value in values.items():
-            row = self.sums.get(key)
+            row = sums.get(key)
             if row is None:
-                row = self.sums[key] = [0] * width
-            for j in range(0, width, 2):
-                row[j] += value
-                row[j + 1] += 1
-            self.before[key] = self.meta.get(key, NO_META)
-            self.meta[key] = meta.get(key, NO_META)
+                sums[key] = [value, 1, value, 1, value, 1, value, 1]
+            else:
+                # The four windows, unrolled: this loop runs for every series every run.
+                row[0] += value
+                row[1] += 1
+                row[2] += value
+                row[3] += 1
+                row[4] += value
+                row[5] += 1
+                row[6] += value
+                row[7] += 1
+            before[key] = own_meta.get(key, NO_META)
+            own_meta[key] = meta.get(key, NO_META)
         for j, gone in enumerate(leaving):
+            total, count = 2 * j, 2 * j + 1
             for key, value in gone.items():
-                row = self.sums.get(key)
+                row = sums.get(key)
                 if row is not None:
-                    row[2 * j] -= value
-                    row[2 * j + 1] -= 1
+                    row[total] -= value
+                    row[count] -= 1
         self._drop_empty()
         self.slot += SLOT
         self.stepped = True
@@ -278,37 +305,31 @@ class Windows:
 
     def averages(self, current, current_meta, rollup):
         """Average records at self.slot, sorted by key; pure."""
+        make = Average._make
+        sums, meta = self.sums, self.meta
         out = []
-        for key in sorted(self.sums):
-            row = self.sums[key]
-            values = {name: row[2 * j] / row[2 * j + 1] if row[2 * j + 1] else None
-                      for j, name in enumerate(WINDOW_NAMES)}
-            day = rollup.get(key, (None, None))
-            meta = current_meta.get(key) or self.meta.get(key) or NO_META
-            out.append(Average(*key, *meta, current=current.get(key, 0), avg7d=day[0],
-                               avg30d=day[1], coverage=min(1.0, row[-1] / EXPECTED_24H),
-                               **values))
+        for key in sorted(sums):
+            s1, n1, s6, n6, s12, n12, s24, n24 = sums[key]
+            avg7d, avg30d = rollup.get(key, (None, None))
+            out.append(make((
+                *key.split(SEP), *(current_meta.get(key) or meta.get(key) or NO_META).split(SEP),
+                current.get(key, 0), s1 / n1 if n1 else None, s6 / n6 if n6 else None,
+                s12 / n12 if n12 else None, s24 / n24 if n24 else None, avg7d, avg30d,
+                min(1.0, n24 / EXPECTED_24H))))
         return out
 
     def dump(self):
-        return {"slot": _epoch(self.slot), "stepped": self.stepped,
-                "series": [list(key) + list(self.meta.get(key, NO_META))
-                           + list(self.before.get(key, NO_META)) + row
-                           for key, row in self.sums.items()]}
+        return {"slot": _epoch(self.slot), "stepped": self.stepped, "sums": self.sums,
+                "meta": self.meta, "before": self.before}
 
     @classmethod
     def load(cls, payload):
         slot = dt.datetime.fromtimestamp(int(payload["slot"]), dt.timezone.utc)
-        sums, meta, before = {}, {}, {}
+        sums = payload["sums"]
         width = 2 * len(WINDOWS)
-        for row in payload["series"]:
-            if len(row) != 10 + width:
-                raise ValueError("bad row width")
-            key = tuple(row[:4])
-            meta[key] = tuple(row[4:7])
-            before[key] = tuple(row[7:10])
-            sums[key] = [int(x) for x in row[10:]]
-        return cls(slot, sums, meta, before, bool(payload.get("stepped")))
+        if not all(type(row) is list and len(row) == width for row in sums.values()):
+            raise ValueError("bad window sums")
+        return cls(slot, sums, payload["meta"], payload["before"], bool(payload["stepped"]))
 
 
 # --- files under data_dir -----------------------------------------------------------------------
@@ -351,7 +372,7 @@ class Store:
             return Windows.load(json.loads(gzip.decompress(path.read_bytes())))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError) as e:
             log.warning("ignoring unreadable %s (%s); seeding again", path, e)
             return None
 
@@ -371,19 +392,16 @@ class Store:
         """(values, meta) of a slot as read when it was current, or None."""
         path = self._slot_path(slot)
         try:
-            rows = json.loads(gzip.decompress(path.read_bytes()))
-            return ({tuple(r[:4]): r[7] for r in rows},
-                    {tuple(r[:4]): tuple(r[4:7]) for r in rows})
+            kept = json.loads(gzip.decompress(path.read_bytes()))
+            return kept["values"], kept["meta"]
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError, IndexError, EOFError) as e:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, EOFError) as e:
             log.warning("ignoring unreadable %s (%s)", path, e)
             return None
 
     def put_slot(self, slot, values, meta):
-        rows = [list(key) + list(meta.get(key, NO_META)) + [value]
-                for key, value in values.items()]
-        data = json.dumps(rows, separators=(",", ":")).encode()
+        data = json.dumps({"values": values, "meta": meta}, separators=(",", ":")).encode()
         _write_bytes(self._slot_path(slot), gzip.compress(data, compresslevel=1))
 
     def prune(self, slot):
@@ -413,16 +431,16 @@ class RollupCache:
                     < ROLLUP_CACHE_MAX_AGE.total_seconds())
             if not good:
                 return None
-            return {tuple(row[:4]): (row[4], row[5]) for row in cached["series"]}
+            return {key: tuple(values) for key, values in cached["series"].items()}
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("ignoring unreadable %s: %s", self.path, e)
             return None
 
     def save(self, slot, complete, rollup):
         payload = {"day": _epoch(day_start(slot)), "slot": _epoch(slot), "complete": complete,
-                   "series": [list(key) + list(values) for key, values in rollup.items()]}
+                   "series": rollup}
         atomic_write(self.path, json.dumps(payload, separators=(",", ":")))
 
 
@@ -451,6 +469,7 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
     started = time.monotonic()
     reader = _Reader(influx, threads)
     try:
+        current_future = reader.submit(slot_query(slot))
         rollup_cache = RollupCache(data_dir) if data_dir is not None else None
         rollup = rollup_cache.load(slot) if rollup_cache is not None else None
         rollup_futures = None
@@ -458,7 +477,6 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
             rollup_futures = ({name: reader.submit(rollup_query(slot, days))
                                for name, days in DAY_WINDOWS.items()},
                               reader.submit(yesterday_query(slot)))
-        current_future = reader.submit(slot_query(slot))
         if data_dir is None:
             windows, how = _seed(reader, slot), "seeded"
             current, current_meta = parse_slot(current_future.result())
@@ -486,8 +504,13 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
 
 
 def _seed(reader, slot):
-    futures = [reader.submit(piece_query(slot, newer, older)) for newer, older in PIECES]
-    parsed = [parse_piece(f.result()) for f in futures]
+    # The longest pieces first: they finish last.
+    futures = {}
+    for i in sorted(range(len(PIECES)), key=lambda i: PIECES[i][0] - PIECES[i][1]):
+        sum_query, count_query = piece_queries(slot, *PIECES[i])
+        futures[i] = (reader.submit(count_query), reader.submit(sum_query))
+    parsed = [parse_piece(futures[i][1].result(), futures[i][0].result())
+              for i in range(len(PIECES))]
     return Windows.from_pieces(slot, [p[0] for p in parsed], [p[1] for p in parsed])
 
 

@@ -288,15 +288,18 @@ def test_state_files_and_dry_runs(fresh_influx, tmp_path, caplog):
 
 
 def test_pieces_merge_metadata_groups():
-    columns = ["time", "sum", "count", "panda_queue", "prod_source", "resource", "job_status",
-               "atlas_site", "cloud", "tier"]
-    reply = [{"name": "jobs", "columns": columns,
-              "values": [[0, 1000, 100, "Q", "l", "r", "s", "OLD", "C", "T"],
-                         [0, 440, 44, "Q", "l", "r", "s", "NEW", "C", "T"],
-                         [0, 3, 3, "P", "l", "r", "s", None, None, None]]}]
-    sums, meta = averages.parse_piece(reply)
-    assert sums == {("Q", "l", "r", "s"): [1440, 144], ("P", "l", "r", "s"): [3, 3]}
-    assert meta == {("Q", "l", "r", "s"): ("OLD", "C", "T"), ("P", "l", "r", "s"): ("", "", "")}
+    tags = ["panda_queue", "prod_source", "resource", "job_status"]
+    meta_tags = ["atlas_site", "cloud", "tier"]
+    counts = [{"name": "jobs", "columns": ["time", "count"] + tags + meta_tags,
+               "values": [[0, 100, "Q", "l", "r", "s", "OLD", "C", "T"],
+                          [0, 44, "Q", "l", "r", "s", "NEW", "C", "T"],
+                          [0, 3, "P", "l", "r", "s", None, None, None]]}]
+    sums = [{"name": "jobs", "columns": ["time", "sum"] + tags,
+             "values": [[0, 1440, "Q", "l", "r", "s"], [0, 3, "P", "l", "r", "s"]]}]
+    got, meta = averages.parse_piece(sums, counts)
+    q, p = averages.join(("Q", "l", "r", "s")), averages.join(("P", "l", "r", "s"))
+    assert got == {q: [1440, 144], p: [3, 3]}
+    assert meta == {q: averages.join(("OLD", "C", "T")), p: averages.NO_META}
 
 
 def test_rollup_cache_is_reused_within_the_day_until_yesterday_exists(fresh_influx, tmp_path):

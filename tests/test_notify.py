@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import logging
+import shutil
 import ssl
 import subprocess
 import threading
@@ -132,6 +133,8 @@ def smtp_server():
 
 @pytest.fixture
 def tls_files(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command makes the test certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
