@@ -52,7 +52,10 @@ DAY_WINDOWS = {"avg7d": 7, "avg30d": 30}
 # 10m points a series has in 24 h when no run was missed.
 EXPECTED_24H = int(WINDOWS["avg24h"] / SLOT)
 # Missed slots a run catches up on by reading them; after a longer gap it seeds again.
-MAX_STEPS = 3
+# Carrying window sums from run to run (stepping) is off: a property test found it diverging
+# from a recomputation (see the closing note); every run seeds from grouped aggregates, which
+# is exact. Set back to 3 once test_carried_runs_match_a_recomputation passes reliably.
+MAX_STEPS = 0
 # Concurrent queries: influxd runs each on one core; the servers here have two.
 QUERY_THREADS = 2
 # The metadata tags that averages points carry besides the series key.
