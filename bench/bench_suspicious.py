@@ -17,6 +17,7 @@ import json
 import os
 import queue
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -97,7 +98,7 @@ def pick_queues(sim, slot):
     return collapse, spike
 
 
-def settle(pid, limit=300):
+def settle(pid, limit=240):
     """Wait until influxd has finished compacting what was just written (CPU < 5%)."""
     import psutil
     process = psutil.Process(pid)
@@ -127,8 +128,8 @@ def steps_of(stderr):
 def reference(url, database, slot_epoch, progress_path):
     """The seed's method, in its own process: SELECT * of the day, then one scan of the whole
     list per series at T. Progress goes to progress_path as it goes."""
-    import requests
     slot = dt.datetime.fromtimestamp(int(slot_epoch), dt.timezone.utc)
+    influx = Influx(url, database, timeout=REFERENCE_LIMIT_S)
     started = time.monotonic()
     progress = {"rows": 0, "pull_s": None, "series": None, "matched": 0, "match_s": 0.0}
 
@@ -138,19 +139,13 @@ def reference(url, database, slot_epoch, progress_path):
     q = (f"SELECT * FROM {schema.JOBS.qualified} WHERE time > "
          f"{time_literal(slot - dt.timedelta(hours=24))} AND time <= {time_literal(slot)}")
     # Streamed in chunks so that the pull fits in memory; every row is kept.
-    response = requests.get(f"{url}/query", params={"db": database, "q": q, "epoch": "s",
-                                                    "chunked": "true", "chunk_size": 20000},
-                            stream=True, timeout=REFERENCE_LIMIT_S)
     points = []
     intern = sys.intern
-    for line in response.iter_lines():
-        for result in json.loads(line).get("results", []):
-            for series in result.get("series", []):
-                columns = series["columns"]
-                at = [columns.index(c) for c in ("time", "jobs") + schema.SERIES_KEY]
-                for row in series["values"]:
-                    points.append((tuple(intern(row[i]) for i in at[2:]), row[at[0]],
-                                   row[at[1]]))
+    for series in influx.query_chunks(q, chunk_size=20000):
+        columns = series["columns"]
+        at = [columns.index(c) for c in ("time", "jobs") + schema.SERIES_KEY]
+        for row in series["values"]:
+            points.append((tuple(intern(row[i]) for i in at[2:]), row[at[0]], row[at[1]]))
         progress["rows"] = len(points)
         report()
     progress["pull_s"] = time.monotonic() - started
@@ -158,15 +153,15 @@ def reference(url, database, slot_epoch, progress_path):
     progress["series"] = len(at_slot)
     report()
     match_started = time.monotonic()
-    windows = [(name, slot_epoch - int(length.total_seconds())) for name, length in
-               (("avg1h", dt.timedelta(hours=1)), ("avg6h", dt.timedelta(hours=6)),
-                ("avg12h", dt.timedelta(hours=12)), ("avg24h", dt.timedelta(hours=24)))]
+    windows = [int(slot_epoch) - int(length.total_seconds()) for length in
+               (dt.timedelta(hours=1), dt.timedelta(hours=6), dt.timedelta(hours=12),
+                dt.timedelta(hours=24))]
     for n, key in enumerate(at_slot, 1):
         mine = [p for p in points if p[0] == key]
-        for _, since in windows:
+        for since in windows:
             values = [p[2] for p in mine if p[1] > since]
             sum(values) / len(values)
-        if n % 20 == 0 or n == len(at_slot):
+        if n % 10 == 0 or n == len(at_slot):
             progress["matched"] = n
             progress["match_s"] = time.monotonic() - match_started
             report()
@@ -241,7 +236,6 @@ def main():
             startup = statistics.median(timed([sys.executable, str(ROOT / "suspicious.py"),
                                                "--help"])[0] for _ in range(RUNS))
 
-            settle(influx_server.proc.pid)
             progress_path = tmp / "reference.json"
             ref_started = time.monotonic()
             try:
@@ -305,6 +299,8 @@ def main():
 
 
 if __name__ == "__main__":
+    # Stopped from outside: still stop the servers (the finally clauses).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if sys.argv[1:2] == ["--reference"]:
         reference(*sys.argv[2:6])
     else:

@@ -14,9 +14,12 @@ over 24 h at 25k series), while reading the points of one slot without grouping 
     MAX_STEPS slots, for a slot older than the last one computed, and without a data_dir.
   - step: afterwards each run reads the points of slot T only (no grouping), adds them to the
     window sums and subtracts the slot that leaves each window (T - 1h, T - 6h, T - 12h,
-    T - 24h). The slots read are kept under data_dir/cache/slots, so what leaves a window is
+    T - 24h). The slots read are kept under data_dir/cache/averages, so what leaves a window is
     exactly what entered it; a slot from before the seed is read from InfluxDB once.
   - A rerun for the same slot undoes the slot and steps again with what InfluxDB has now.
+  - Carried sums must never go stale: fetch_queues.py drops them when it writes a slot they
+    took in (forget_carried), a run for an older slot drops them when it finds that slot's
+    points changed, and they are seeded again every RESEED_AFTER whatever happens.
 
 The 1d rollup part changes once a day; it is cached in data_dir/cache/rollup_averages.json and
 recomputed when T's day changes, while yesterday's rollup is missing, and every 6 hours.
@@ -52,10 +55,10 @@ DAY_WINDOWS = {"avg7d": 7, "avg30d": 30}
 # 10m points a series has in 24 h when no run was missed.
 EXPECTED_24H = int(WINDOWS["avg24h"] / SLOT)
 # Missed slots a run catches up on by reading them; after a longer gap it seeds again.
-# Carrying window sums from run to run (stepping) is off: a property test found it diverging
-# from a recomputation (see the closing note); every run seeds from grouped aggregates, which
-# is exact. Set back to 3 once test_carried_runs_match_a_recomputation passes reliably.
-MAX_STEPS = 0
+MAX_STEPS = 3
+# Carried sums are seeded again this often: 10m points rewritten after their slot was
+# carried (a fetch_queues.py backfill not followed by suspicious.py) are then taken in.
+RESEED_AFTER = dt.timedelta(hours=6)
 # Concurrent queries: influxd runs each on one core; the servers here have two.
 QUERY_THREADS = 2
 # The metadata tags that averages points carry besides the series key.
@@ -222,13 +225,15 @@ class Windows:
     meta[key] = (atlas_site, cloud, tier); before[key] = the metadata before the last step
     that saw the series (so that undoing that step restores it)."""
 
-    def __init__(self, slot, sums=None, meta=None, before=None, stepped=False):
+    def __init__(self, slot, sums=None, meta=None, before=None, stepped=False, seeded=None):
         self.slot = slot
         self.sums = sums if sums is not None else {}
         self.meta = meta if meta is not None else {}
         self.before = before if before is not None else {}
-        # Whether slot was reached by a step (which can be undone), or seeded.
+        # Whether slot was reached by a step (which can be undone), or seeded; and when the
+        # sums were seeded.
         self.stepped = stepped
+        self.seeded = seeded or slot
 
     @classmethod
     def from_pieces(cls, slot, pieces, piece_meta):
@@ -322,17 +327,20 @@ class Windows:
         return out
 
     def dump(self):
-        return {"slot": _epoch(self.slot), "stepped": self.stepped, "sums": self.sums,
-                "meta": self.meta, "before": self.before}
+        return {"slot": _epoch(self.slot), "seeded": _epoch(self.seeded),
+                "stepped": self.stepped, "sums": self.sums, "meta": self.meta,
+                "before": self.before}
 
     @classmethod
     def load(cls, payload):
-        slot = dt.datetime.fromtimestamp(int(payload["slot"]), dt.timezone.utc)
+        slot, seeded = (dt.datetime.fromtimestamp(int(payload[name]), dt.timezone.utc)
+                        for name in ("slot", "seeded"))
         sums = payload["sums"]
         width = 2 * len(WINDOWS)
         if not all(type(row) is list and len(row) == width for row in sums.values()):
             raise ValueError("bad window sums")
-        return cls(slot, sums, payload["meta"], payload["before"], bool(payload["stepped"]))
+        return cls(slot, sums, payload["meta"], payload["before"], bool(payload["stepped"]),
+                   seeded)
 
 
 # --- files under data_dir -----------------------------------------------------------------------
@@ -379,9 +387,25 @@ class Store:
             log.warning("ignoring unreadable %s (%s); seeding again", path, e)
             return None
 
+    def drop_windows(self):
+        for name in ("windows.json.gz", "carried"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / name).unlink()
+
     def save_windows(self, windows):
         data = json.dumps(windows.dump(), separators=(",", ":")).encode()
         _write_bytes(self.directory / "windows.json.gz", gzip.compress(data, compresslevel=1))
+        # The slot alone, for forget_carried (which runs in every fetch_queues.py cycle).
+        _write_bytes(self.directory / "carried", str(_epoch(windows.slot)).encode())
+
+    def carried_slot(self):
+        """The slot of the stored sums (None without them; 0 if that is unknown)."""
+        if not (self.directory / "windows.json.gz").exists():
+            return None
+        try:
+            return int((self.directory / "carried").read_text())
+        except (OSError, ValueError):
+            return 0
 
     def has_slot(self, slot):
         return self._slot_path(slot).is_file()
@@ -416,6 +440,23 @@ class Store:
                     path.unlink()
             except (ValueError, OSError):
                 continue
+
+
+def forget_carried(data_dir, slot):
+    """Called by fetch_queues.py before it writes the points of slot: if the carried sums
+    already took that slot in (a slot written again by hand, or late), they are dropped and
+    the next run seeds, so what was carried never goes stale."""
+    store = Store(data_dir)
+    if not store.directory.is_dir():
+        return
+    with store.lock():
+        carried = store.carried_slot()
+        at = _epoch(slot)
+        if carried is not None and (carried == 0 or carried - WINDOWS["avg24h"].total_seconds()
+                                    < at <= carried):
+            log.info("the points of %s are written again after the averages carried them; "
+                     "the next suspicious.py run seeds", slot)
+            store.drop_windows()
 
 
 class RollupCache:
@@ -525,12 +566,19 @@ def _carry(reader, store, slot, current_future, save):
     # A rerun undoes the step that reached the slot (a seeded slot is seeded again).
     before = store.get_slot(slot) if previous == slot and windows.stepped else None
     rerun = before is not None
-    near = previous is not None and previous < slot <= previous + MAX_STEPS * SLOT
+    near = (previous is not None and previous < slot <= previous + MAX_STEPS * SLOT
+            and slot - windows.seeded < RESEED_AFTER)
     if not rerun and not near:
         windows = _seed(reader, slot)
         current, current_meta = parse_slot(current_future.result())
         if previous is not None and previous > slot:
-            # A backfill behind the regular runs: their state stays as it is.
+            # A backfill behind the regular runs: their state stays as it is, unless this
+            # slot is inside their windows and its points are not those they carry.
+            if save and slot > previous - WINDOWS["avg24h"] and (
+                    store.get_slot(slot) != (current, current_meta)):
+                log.info("the points of %s changed since they were carried; the next run "
+                         "seeds again", slot)
+                store.drop_windows()
             return windows, current, current_meta, "seeded (before the carried slot)"
         if save:
             store.clear_slots()

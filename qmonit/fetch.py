@@ -3,7 +3,7 @@ import datetime as dt
 import logging
 import time
 
-from . import cric, http, panda, schema, transform
+from . import averages, cric, http, panda, schema, transform
 from .errors import ConfigError
 from .files import State
 from .influx import Influx
@@ -72,6 +72,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         return 0
 
     started = time.monotonic()
+    averages.forget_carried(data_dir, slot)
     try:
         influx.write_lines(schema.JOBS.rp, lines)
     finally:

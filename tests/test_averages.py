@@ -259,8 +259,7 @@ def test_vanished_series_is_current_zero_and_metadata_follows(fresh_influx, tmp_
     assert by_key[gone].atlas_site == "S1" and by_key[gone].current == 0
 
 
-@pytest.mark.skipif(averages.MAX_STEPS == 0, reason="stepping is switched off in averages.py")
-def test_state_files_and_dry_runs(fresh_influx, tmp_path, caplog):
+def test_state_files_and_dry_runs(fresh_influx, tmp_path, caplog, monkeypatch):
     influx = fresh_influx()
     slot = now_slot() - 5 * SLOT
     key = ("Q", "managed", "SCORE", "running")
@@ -279,13 +278,44 @@ def test_state_files_and_dry_runs(fresh_influx, tmp_path, caplog):
     kept = sorted(int(p.name[5:-8]) for p in store.directory.glob("slot-*.json.gz"))
     assert min(kept) >= int((slot + 3 * SLOT - dt.timedelta(hours=24)).timestamp())
     assert int((slot + 3 * SLOT - dt.timedelta(hours=1)).timestamp()) in kept
-    # A backfill of an older slot leaves the carried state alone.
-    averages.compute(influx, slot - SLOT, tmp_path)
+    # A backfill of an older slot leaves the carried state alone...
+    averages.compute(influx, slot + SLOT, tmp_path)
     assert store.load_windows().slot == slot + 3 * SLOT
+    # ...unless that slot's points changed since they were carried: then the next run seeds.
+    write(influx, slot, {key: {1: (5, ("S", "C", "T"))}}, {})
+    averages.compute(influx, slot + SLOT, tmp_path)
+    assert store.load_windows() is None
+    (a,), _ = averages.compute(influx, slot + 3 * SLOT, tmp_path)
+    assert a.avg1h == hour(3) + (5 - 201) / 6 and store.load_windows().seeded == slot + 3 * SLOT
+    write(influx, slot, {key: {1: (201, ("S", "C", "T"))}}, {})
+    averages.compute(influx, slot + 1 * SLOT, tmp_path)
+    # Carried sums are seeded again after RESEED_AFTER.
+    monkeypatch.setattr(averages, "RESEED_AFTER", 2 * SLOT)
+    averages.compute(influx, slot + 2 * SLOT, tmp_path)
+    assert store.load_windows().seeded == slot + 2 * SLOT
+    averages.compute(influx, slot + 3 * SLOT, tmp_path)
+    assert store.load_windows().seeded == slot + 2 * SLOT
+    averages.compute(influx, slot + 4 * SLOT, tmp_path)
+    assert store.load_windows().seeded == slot + 4 * SLOT
     # An unreadable state is reported and seeded again.
     (store.directory / "windows.json.gz").write_bytes(gzip.compress(b"{broken"))
-    (a,), _ = averages.compute(influx, slot + 4 * SLOT, tmp_path)
-    assert "seeding again" in caplog.text and a.avg1h == hour(4)
+    (a,), _ = averages.compute(influx, slot + 5 * SLOT, tmp_path)
+    assert "seeding again" in caplog.text and a.avg1h == hour(5)
+
+
+def test_forget_carried_only_for_slots_inside_the_carried_windows(fresh_influx, tmp_path):
+    influx = fresh_influx()
+    slot = now_slot() - 5 * SLOT
+    write(influx, slot, {("Q", "managed", "SCORE", "running"): {0: (7, METAS[0])}}, {})
+    averages.forget_carried(tmp_path, slot)              # nothing carried: nothing to do
+    averages.compute(influx, slot, tmp_path)
+    store = averages.Store(tmp_path)
+    assert store.carried_slot() == int(slot.timestamp())
+    for outside in (slot + SLOT, slot - dt.timedelta(hours=24)):
+        averages.forget_carried(tmp_path, outside)
+        assert store.load_windows().slot == slot
+    averages.forget_carried(tmp_path, slot - dt.timedelta(hours=24) + SLOT)
+    assert store.load_windows() is None and store.carried_slot() is None
 
 
 def test_pieces_merge_metadata_groups():
