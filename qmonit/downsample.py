@@ -257,6 +257,15 @@ class Rollup:
         fmt = lineprotocol.format_value
         heads = {}
         out = {}
+        # Tag values repeat across series (clouds, tiers, sites): each is escaped once.
+        escaped = {}
+
+        def escape(value):
+            text = escaped.get(value)
+            if text is None:
+                text = escaped[value] = lineprotocol.escape_key(str(value))
+            return text
+
         for (tags, bucket), acc in self.groups.items():
             samples, jobs_sum = acc[0], acc[1]
             if not samples:
@@ -265,8 +274,7 @@ class Rollup:
             head = heads.get(tags)
             if head is None:
                 head = heads[tags] = name + "".join(
-                    f",{k}={lineprotocol.escape_key(str(v))}"
-                    for k, v in zip(keys, tags) if v not in (None, ""))
+                    f",{k}={escape(v)}" for k, v in zip(keys, tags) if v not in (None, ""))
             body = f"{JOBS}={fmt(jobs_sum / samples)},{JOBS_SUM}={jobs_sum}i,{SAMPLES}={int(samples)}i"
             for key, slot in mean_keys:
                 if acc[slot + 1]:
