@@ -25,8 +25,7 @@ from .errors import ConfigError, SinkError, SourceError
 from .fetch import SCRIPT as FETCH_SCRIPT
 from .files import State
 from .influx import Influx, quote_ident, quote_string, time_literal
-from .mysqlstore import MySQLStore
-from .mysqlstore import quote_ident as sql_ident
+from .mysqlstore import MySQLStore, update_jobs
 from .runs import Run, print_lines, print_rows
 
 log = logging.getLogger(__name__)
@@ -305,35 +304,12 @@ def fetch(session, cache, influx, opts, now, dry_run):
 
 # --- sinks ---------------------------------------------------------------------------------
 
-_TEMP_TABLE = "datadisk_rows"
-_INSERT_BATCH = 2000
-
-
 def write_mysql(mysql, rows):
     """Set the datadisk columns of every jobs row from rows (one per queue), in one
     transaction; rows of queues without a DATADISK get NULLs. Returns the rows changed."""
-    table = sql_ident(schema.MYSQL_JOBS_TABLE)
-    temp = sql_ident(_TEMP_TABLE)
-    columns = ", ".join(sql_ident(c) for c in MYSQL_COLUMNS)
-    key = sql_ident(schema.PANDA_QUEUE)
-    insert = (f"INSERT INTO {temp} ({columns}) "
-              f"VALUES ({', '.join(['%s'] * len(MYSQL_COLUMNS))})")
-    assign = ", ".join(f"j.{sql_ident(c)} = t.{sql_ident(c)}" for c in MYSQL_COLUMNS[1:])
-
-    def work(cur):
-        cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {temp}")
-        # The columns copied from jobs itself: the same types and collation, so the join
-        # compares names exactly as the table does.
-        cur.execute(f"CREATE TEMPORARY TABLE {temp} (PRIMARY KEY ({key})) ENGINE=InnoDB "
-                    f"SELECT {columns} FROM {table} WHERE FALSE")
-        for start in range(0, len(rows), _INSERT_BATCH):
-            cur.executemany(insert, rows[start:start + _INSERT_BATCH])
-        cur.execute(f"UPDATE {table} j LEFT JOIN {temp} t ON j.{key} = t.{key} SET {assign}")
-        changed = cur.rowcount
-        cur.execute(f"DROP TEMPORARY TABLE {temp}")
-        return changed
-
-    return mysql.transaction(work)
+    return mysql.transaction(lambda cur: update_jobs(
+        cur, "datadisk_rows", MYSQL_COLUMNS, (schema.PANDA_QUEUE,), MYSQL_COLUMNS[1:], rows,
+        outer=True))
 
 
 def _clear_hour(influx, hour):

@@ -26,7 +26,7 @@ from . import notify, schema, transform
 from .errors import ConfigError, SinkError, SourceError
 from .fetch import STALE_AFTER
 from .influx import Influx, quote_ident, retention_durations, time_literal
-from .mysqlstore import MySQLStore
+from .mysqlstore import MySQLStore, update_jobs
 from .mysqlstore import quote_ident as sql_ident
 from .runs import Run, print_lines, print_rows
 
@@ -168,41 +168,19 @@ def mysql_rows(series):
     return [key + tuple(row.get(c) for c in AVG_COLUMNS) for key, row in sorted(rows.items())]
 
 
-# Rows go through a temporary table and one UPDATE ... JOIN: much faster than one UPDATE a row.
-_TEMP_TABLE = "suspicious_averages"
-_INSERT_BATCH = 2000
-
-
 def write_mysql(mysql, rows, slot):
     """Fill the avg* columns of existing rows and remove stale rows, in one transaction.
 
     A row that PanDA reported after slot (a backfill runs behind) keeps its newer values.
     Returns (rows updated, rows removed)."""
-    table = sql_ident(schema.MYSQL_JOBS_TABLE)
-    temp = sql_ident(_TEMP_TABLE)
     when = slot.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    cutoff = when - STALE_AFTER
-    names = ", ".join(sql_ident(c) for c in MYSQL_COLUMNS)
-    key = ", ".join(sql_ident(c) for c in schema.MYSQL_KEY)
-    insert = (f"INSERT INTO {temp} ({names}) "
-              f"VALUES ({', '.join(['%s'] * len(MYSQL_COLUMNS))})")
-    join = " AND ".join(f"j.{sql_ident(c)} = t.{sql_ident(c)}" for c in schema.MYSQL_KEY)
-    assign = ", ".join(f"j.{sql_ident(c)} = t.{sql_ident(c)}" for c in AVG_COLUMNS)
 
     def work(cur):
-        cur.execute(f"DROP TEMPORARY TABLE IF EXISTS {temp}")
-        # Copied from the table, so that the key columns' collations match in the join.
-        cur.execute(f"CREATE TEMPORARY TABLE {temp} (PRIMARY KEY ({key})) ENGINE=InnoDB "
-                    f"SELECT {names} FROM {table} LIMIT 0")
-        for start in range(0, len(rows), _INSERT_BATCH):
-            cur.executemany(insert, rows[start:start + _INSERT_BATCH])
-        cur.execute(f"UPDATE {table} j JOIN {temp} t ON {join} SET {assign} "
-                    "WHERE j.`last_seen` <= %s", (when,))
-        updated = cur.rowcount
-        cur.execute(f"DELETE FROM {table} WHERE `last_seen` < %s", (cutoff,))
-        removed = cur.rowcount
-        cur.execute(f"DROP TEMPORARY TABLE {temp}")
-        return updated, removed
+        updated = update_jobs(cur, "suspicious_averages", MYSQL_COLUMNS, schema.MYSQL_KEY,
+                              AVG_COLUMNS, rows, where="j.`last_seen` <= %s", params=(when,))
+        cur.execute(f"DELETE FROM {sql_ident(schema.MYSQL_JOBS_TABLE)} WHERE `last_seen` < %s",
+                    (when - STALE_AFTER,))
+        return updated, cur.rowcount
 
     return mysql.transaction(work)
 

@@ -5,7 +5,7 @@ import pytest
 
 from qmonit import schema, transform
 from qmonit.errors import SinkError
-from qmonit.mysqlstore import MySQLStore, quote_ident
+from qmonit.mysqlstore import MySQLStore, quote_ident, update_jobs
 
 T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -96,3 +96,24 @@ def test_every_contract_column_exists(mysql):
     contract |= {f"{w}_{s}_jobs" for w in ("avg1h", "avg6h", "avg12h", "avg24h", "avg7d", "avg30d")
                  for s in ("assigned", "activated", "failed", "running")}
     assert contract <= columns
+
+
+def test_update_jobs_through_a_temporary_table(mysql):
+    mysql.ensure_jobs_table()
+    stats = {q: {"user": {"SCORE": {"running": 1}}} for q in ("A", "B", "C ")}
+    mysql.upsert(transform.MYSQL_ROW_COLUMNS, rows_for(stats, T), guard="last_seen")
+    key = ("panda_queue",)
+    columns = key + ("datadisk_files",)
+    changed = mysql.transaction(lambda cur: update_jobs(
+        cur, "t_rows", columns, key, columns[1:],
+        [("A", 5), ("C", 7), ("B", 9)] + [(f"X{i}", i) for i in range(2500)],   # > 1 batch
+        where="j.`panda_queue` <> %s", params=("B",)))
+    # "C" is not "C " (names compare byte for byte); where spares "B".
+    assert changed == 1
+    assert dict(mysql.select("SELECT panda_queue, datadisk_files FROM jobs")) == \
+        {"A": 5, "B": None, "C ": None}
+    # outer: the rows without a match get NULLs.
+    mysql.transaction(lambda cur: update_jobs(cur, "t_rows", columns, key, columns[1:],
+                                              [("B", 6), ("C ", 4)], outer=True))
+    assert dict(mysql.select("SELECT panda_queue, datadisk_files FROM jobs")) == \
+        {"A": None, "B": 6, "C ": 4}
