@@ -14,7 +14,7 @@ from qmonit import cli, downsample
 def parse_time(text):
     """A UTC time as for --timestamp, or a bare date (its midnight)."""
     try:
-        return dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
     except ValueError:
         return cli.parse_timestamp(text)
 

@@ -34,7 +34,8 @@ def main(argv=None):
                                     capture_output=True, text=True, timeout=LIMIT_S)
             ok = result.returncode == 0
             text = result.stdout.strip() if ok else \
-                f"## {name}\n\nFailed (exit {result.returncode}):\n\n```\n{result.stderr[-2000:]}\n```"
+                (f"## {name}\n\nFailed (exit {result.returncode}):\n\n"
+                 f"```\n{result.stderr[-2000:]}\n```")
         except subprocess.TimeoutExpired:
             ok, text = False, f"## {name}\n\nStopped after {LIMIT_S} s."
         if not ok:
@@ -44,7 +45,7 @@ def main(argv=None):
         sections.append(text)
     header = f"""# Benchmarks
 
-Written by `make bench` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.
+Written by `make bench` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC.
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
 InfluxDB and MariaDB from Debian (private instances on loopback), the project's simulator as
 PanDA/CRIC/MONIT. Figures are medians of repeated runs; each ratio compares against a reference

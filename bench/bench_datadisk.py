@@ -21,12 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from qmonit import devservers  # noqa: E402
-from qmonit.simulator import Simulator, config_urls  # noqa: E402
 from conftest import write_config  # noqa: E402
 
+from qmonit import devservers  # noqa: E402
+from qmonit.simulator import Simulator, config_urls  # noqa: E402
+
 RUNS = 5
-T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 TARGET_S = 5.0
 STEPS = (("CRIC", re.compile(r"CRIC: .* in ([\d.]+) s")),
          ("jobs read", re.compile(r"InfluxDB: slot .* in ([\d.]+) s")),

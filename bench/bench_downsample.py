@@ -57,7 +57,7 @@ def timed(fn):
 
 
 def at(epoch):
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 def server_queries(start, stop, into):
@@ -72,7 +72,8 @@ def server_queries(start, stop, into):
     outer = ['sum("jobs_sum") AS "jobs_sum"', 'sum("samples") AS "samples"',
              'sum("jobs_sum") / sum("samples") AS "jobs"']
     for f in schema.JOBS_MEAN_FIELDS:
-        inner += [f'{q(f)} * "samples" AS {q("w_" + f)}', f'{q(f)} * 0 + "samples" AS {q("n_" + f)}']
+        inner += [f'{q(f)} * "samples" AS {q("w_" + f)}',
+                  f'{q(f)} * 0 + "samples" AS {q("n_" + f)}']
         outer.append(f'sum({q("w_" + f)}) / sum({q("n_" + f)}) AS {q(f)}')
     daily = (f"SELECT {', '.join(outer)} INTO \"1d\".{q(into)} FROM (SELECT {', '.join(inner)} "
              f'FROM "1h"."jobs" WHERE {where} GROUP BY *) WHERE {where} '

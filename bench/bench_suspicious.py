@@ -62,7 +62,7 @@ def load_history(influx, sim, slot):
 
     thread = threading.Thread(target=writer)
     thread.start()
-    day = dt.datetime(slot.year, slot.month, slot.day, tzinfo=dt.timezone.utc)
+    day = dt.datetime(slot.year, slot.month, slot.day, tzinfo=dt.UTC)
     for d in range(1, 31):
         start = day - d * dt.timedelta(days=1)
         # A day's rollup: the simulated counts at its noon, as if every slot had them.
@@ -128,7 +128,7 @@ def steps_of(stderr):
 def reference(url, database, slot_epoch, progress_path):
     """The seed's method, in its own process: SELECT * of the day, then one scan of the whole
     list per series at T. Progress goes to progress_path as it goes."""
-    slot = dt.datetime.fromtimestamp(int(slot_epoch), dt.timezone.utc)
+    slot = dt.datetime.fromtimestamp(int(slot_epoch), dt.UTC)
     influx = Influx(url, database, timeout=REFERENCE_LIMIT_S)
     started = time.monotonic()
     progress = {"rows": 0, "pull_s": None, "series": None, "matched": 0, "match_s": 0.0}
@@ -169,6 +169,7 @@ def reference(url, database, slot_epoch, progress_path):
 
 def main():
     from conftest import write_config
+
     from qmonit import averages
     from qmonit.simulator import Simulator
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,7 +187,7 @@ def main():
                 "[influxdb]\n", f"[influxdb]\ntimeout = {TIMEOUT_S}\n"))
             influx = Influx(influx_server.url, "monit_jobs", timeout=600)
             influx.ensure_database()
-            slot = transform.slot_of(dt.datetime.now(dt.timezone.utc)) - 6 * SLOT
+            slot = transform.slot_of(dt.datetime.now(dt.UTC)) - 6 * SLOT
             started = time.monotonic()
             load_history(influx, sim, slot)
             collapse, spike = pick_queues(sim, slot)

@@ -73,7 +73,8 @@ ROLLUP_CACHE_MAX_AGE = dt.timedelta(hours=6)
 Average = namedtuple("Average", schema.SERIES_KEY + META + ("current",)
                      + schema.AVERAGE_WINDOWS + ("coverage",))
 # Windows builds the records positionally in this order, and unrolls its four windows.
-assert WINDOW_NAMES + tuple(DAY_WINDOWS) == schema.AVERAGE_WINDOWS and len(WINDOWS) == 4
+if WINDOW_NAMES + tuple(DAY_WINDOWS) != schema.AVERAGE_WINDOWS or len(WINDOWS) != 4:
+    raise ImportError("averages: window order differs from schema.AVERAGE_WINDOWS")
 
 
 def join(parts):
@@ -93,7 +94,7 @@ def _tags(names):
 
 
 def day_start(slot):
-    return dt.datetime(slot.year, slot.month, slot.day, tzinfo=dt.timezone.utc)
+    return dt.datetime(slot.year, slot.month, slot.day, tzinfo=dt.UTC)
 
 
 # --- queries ----------------------------------------------------------------------------------
@@ -333,7 +334,7 @@ class Windows:
 
     @classmethod
     def load(cls, payload):
-        slot, seeded = (dt.datetime.fromtimestamp(int(payload[name]), dt.timezone.utc)
+        slot, seeded = (dt.datetime.fromtimestamp(int(payload[name]), dt.UTC)
                         for name in ("slot", "seeded"))
         sums = payload["sums"]
         width = 2 * len(WINDOWS)

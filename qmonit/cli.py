@@ -36,14 +36,14 @@ def parser(doc, script_file):
 
 def parse_timestamp(text):
     try:
-        return dt.datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=dt.timezone.utc)
+        return dt.datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"invalid timestamp {text!r}: expected \"YYYY-mm-dd HH:MM:SS\" (UTC)") from None
 
 
 def now(args):
-    return args.timestamp or dt.datetime.now(dt.timezone.utc)
+    return args.timestamp or dt.datetime.now(dt.UTC)
 
 
 def load_config(args, script_file):

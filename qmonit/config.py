@@ -115,7 +115,8 @@ def load(cli_path, script_file):
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(path, "no such file (copy config.cfg.example, or pass --config)") from None
+        raise ConfigError(path, "no such file (copy config.cfg.example, or pass --config)") \
+            from None
     except OSError as e:
         raise ConfigError(path, f"cannot read: {e.strerror}") from None
     return Config.from_string(text, path, base_dir)

@@ -47,7 +47,7 @@ class Cache:
             mtime = self.path(kind).stat().st_mtime
         except FileNotFoundError:
             return None
-        return dt.datetime.now(dt.timezone.utc).timestamp() - mtime
+        return dt.datetime.now(dt.UTC).timestamp() - mtime
 
 
 def refresh(session, cache, kind, url, timeout, dry_run=False):

@@ -107,7 +107,7 @@ def endpoint_metadata(ddmendpoints, sites, queues):
     tiers = Counter((q.atlas_site, q.tier) for q in queues.values()
                     if q.atlas_site != schema.UNKNOWN and q.tier != schema.UNKNOWN)
     site_tier = {}
-    for (site, tier), n in sorted(tiers.items(), key=lambda item: (-item[1], item[0])):
+    for (site, tier), _n in sorted(tiers.items(), key=lambda item: (-item[1], item[0])):
         site_tier.setdefault(site, tier)
     site_info = {s.get("name"): s for s in sites or () if isinstance(s, dict)}
     endpoints = {}
@@ -241,7 +241,7 @@ def latest_slot(influx, now, max_age):
         found.append(int(values[0][0]) if values else None)
     ok, newest = found
     slot = ok if ok is not None else newest
-    return None if slot is None else dt.datetime.fromtimestamp(slot, dt.timezone.utc)
+    return None if slot is None else dt.datetime.fromtimestamp(slot, dt.UTC)
 
 
 def running_analysis(influx, slot):

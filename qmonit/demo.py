@@ -1,7 +1,6 @@
 """`make demo`: private servers under var/, the simulator, a 6-hour backfill through the real
 scripts, and a short summary. `make stop` stops what it started."""
 import datetime as dt
-import json
 import logging
 import os
 import shutil
@@ -129,7 +128,7 @@ def run(series=25000, hours=HOURS, now=None):
     print(f"servers up in {time.monotonic() - started:.1f} s: InfluxDB {influx_server.url}, "
           f"MariaDB 127.0.0.1:{maria.port}, simulator {sim_url}")
 
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     last = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
     slots = [last - dt.timedelta(minutes=10 * i) for i in range(hours * 6 - 1, -1, -1)]
     collapse, spike = inject_anomalies(sim_url, last)
@@ -163,7 +162,7 @@ def run(series=25000, hours=HOURS, now=None):
     summary(influx, maria, last, sim_url)
     flags(influx, last)
     print(f"\nDashboard preview: {preview_path}")
-    print(f"\nThe servers keep running for you to explore; `make stop` stops them.")
+    print("\nThe servers keep running for you to explore; `make stop` stops them.")
     return 0
 
 
@@ -185,7 +184,8 @@ def inject_anomalies(sim_url, last):
 
 
 def render_preview(config, influx, slot):
-    from . import config as config_module, preview
+    from . import config as config_module
+    from . import preview
     from .mysqlstore import MySQLStore
     cfg = config_module.load(str(config), str(ROOT / "fetch_queues.py"))
     path = VAR / "preview.png"

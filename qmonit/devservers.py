@@ -98,7 +98,8 @@ bind-address = "127.0.0.1:{rpc_port}"
 """)
     logfile = directory / "influxd.log"
     with open(logfile, "ab") as out:
-        proc = subprocess.Popen([shutil.which("influxd") or "/usr/bin/influxd", "-config", str(conf)],
+        influxd = shutil.which("influxd") or "/usr/bin/influxd"
+        proc = subprocess.Popen([influxd, "-config", str(conf)],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = InfluxServer("influxdb", proc, directory, port, logfile)
 
@@ -132,7 +133,7 @@ def start_mariadb(directory, port=None, timeout=60):
                    "--auth-root-authentication-method=normal", "--skip-test-db",
                    "--user=" + _user()]
         # Seen once here with two installs at the same moment: it failed, and worked again.
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             with open(logfile, "ab") as err:
                 done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=err)
             if done.returncode == 0:
@@ -180,7 +181,8 @@ def _user():
 
 def _mariadbd():
     for name in ("mariadbd", "mysqld"):
-        found = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+        sbin = f"/usr/sbin/{name}"
+        found = shutil.which(name) or (sbin if os.path.exists(sbin) else None)
         if found:
             return found
     raise RuntimeError("mariadbd not found: install mariadb-server")

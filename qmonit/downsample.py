@@ -175,7 +175,8 @@ class Rollup:
     """Accumulates source rows into target points, per (tags, bucket).
 
     From 10m rows: samples = rows with a jobs value (others are no samples and are left
-    out), jobs_sum = their sum, and per mean field the sum and count of the rows that have it. From 1h rows: the same sums, with each mean
+    out), jobs_sum = their sum, and per mean field the sum and count of the rows that have it.
+    From 1h rows: the same sums, with each mean
     weighted by the hour's samples. Partial rollups of the same buckets merge exactly.
     """
 
@@ -275,7 +276,8 @@ class Rollup:
             if head is None:
                 head = heads[tags] = name + "".join(
                     f",{k}={escape(v)}" for k, v in zip(keys, tags) if v not in (None, ""))
-            body = f"{JOBS}={fmt(jobs_sum / samples)},{JOBS_SUM}={jobs_sum}i,{SAMPLES}={int(samples)}i"
+            body = (f"{JOBS}={fmt(jobs_sum / samples)},{JOBS_SUM}={jobs_sum}i,"
+                    f"{SAMPLES}={int(samples)}i")
             for key, slot in mean_keys:
                 if acc[slot + 1]:
                     body += f",{key}={fmt(acc[slot] / acc[slot + 1])}"
@@ -428,4 +430,4 @@ def write(influx, level, tags, chosen, dry_run=False, out=None):
 
 
 def _iso(epoch):
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

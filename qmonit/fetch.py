@@ -48,7 +48,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     run_record = Run(SCRIPT, slot)
     state = State(data_dir, SCRIPT)
     last = state.load().get("last_slot")
-    last_slot = dt.datetime.fromtimestamp(last, dt.timezone.utc) if last else None
+    last_slot = dt.datetime.fromtimestamp(last, dt.UTC) if last else None
     window = panda.time_window(opts["time_window"], last_slot, slot)
 
     try:

@@ -11,10 +11,10 @@ import requests
 from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
+from . import schema
 from .errors import ConfigError, SinkError
 from .files import atomic_write
 from .http import describe
-from . import schema
 
 log = logging.getLogger(__name__)
 

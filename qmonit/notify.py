@@ -159,7 +159,7 @@ def describe(flag):
 
 def digest(new, cleared, slot, max_items):
     """(subject, text) of one digest; pure. new: flags, highest score first; cleared: labels."""
-    when = slot.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    when = slot.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
     subject = f"QMonit suspicious: {len(new)} new, {len(cleared)} cleared at {when} UTC"
     lines = [subject]
     if new:

@@ -30,7 +30,7 @@ SNAPSHOT_SHOWN = 10
 
 
 def _time(ms):
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
 def _influx(influx, dashboard, panel, context):
@@ -87,7 +87,7 @@ def _table(ax, header, rows):
 
 
 def _time_axis(ax):
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.timezone.utc))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.UTC))
     ax.set_xlabel("UTC")
     ax.grid(alpha=0.3)
 

@@ -55,7 +55,7 @@ import math
 import random
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +169,14 @@ _CORES = {"SCORE": 1, "MCORE": 8, "SCORE_HIMEM": 1, "MCORE_HIMEM": 8, "MCORE_LOM
 def _utc(value):
     """datetime, "YYYY-mm-dd HH:MM:SS" or epoch seconds -> aware UTC datetime."""
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     if isinstance(value, str):
         value = datetime.fromisoformat(value.strip())
     if not isinstance(value, datetime):
         raise TypeError(f"not a time: {value!r}")
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _slot_epoch(value):
@@ -262,7 +262,7 @@ class _Universe:
         # A handful of queues PanDA reports but CRIC does not know (renamed, test setups).
         for _ in range(max(3, len(self.queues) // 150)):
             site = self.sites[rnd.randrange(len(self.sites))]
-            key = self._unique(lambda: f"{site.name}_{rnd.choice(('OLD', 'TMP', 'NEW'))}"
+            key = self._unique(lambda site=site: f"{site.name}_{rnd.choice(('OLD', 'TMP', 'NEW'))}"
                                        f"{rnd.randint(1, 9)}", self._queue_names)
             q = self._queue(rnd, site, key, key, "prod", 1.0)
             q.in_cric, q.in_panda = False, True
@@ -385,7 +385,7 @@ class _Universe:
             # ~5% of CRIC queue names carry a batch-system suffix PanDA does not use
             name = base
             if rnd.random() < 0.05:
-                name = self._unique(lambda: base + rnd.choice(_BATCH_SUFFIXES),
+                name = self._unique(lambda base=base: base + rnd.choice(_BATCH_SUFFIXES),
                                     self._queue_names)
             q = self._queue(rnd, site, name, base, flavour, size)
             site.queues.append(q)
@@ -588,7 +588,7 @@ class Simulator:
 
     def now(self):
         fixed = self._time
-        return fixed if fixed is not None else datetime.now(timezone.utc)
+        return fixed if fixed is not None else datetime.now(UTC)
 
     # --- anomalies and faults -----------------------------------------------------------
 
@@ -943,7 +943,7 @@ class Simulator:
             "series_target": self.series_target,
             "time": _fmt(fixed),
             "now": _fmt(now),
-            "slot": _fmt(datetime.fromtimestamp(_slot_epoch(now), timezone.utc)),
+            "slot": _fmt(datetime.fromtimestamp(_slot_epoch(now), UTC)),
             "anomalies": anomalies,
             "faults": faults,
             "queues": self.panda_queues(),
@@ -970,7 +970,7 @@ class Simulator:
         """Serve in a background thread; returns the base URL."""
         if self._server is not None:
             raise RuntimeError("simulator already started")
-        self.universe  # build now so the first request is not slow
+        _ = self.universe  # build now so the first request is not slow
         self._stopping = threading.Event()
         server = _make_server(self, host, port)
         self._server = server
@@ -1305,7 +1305,7 @@ def _rucio_profile(site, name, kind, seed):
 
 
 def _rucio_index(day):
-    return RUCIO_INDEX_PREFIX + datetime.fromtimestamp(day, timezone.utc).strftime("%Y-%m-%d")
+    return RUCIO_INDEX_PREFIX + datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%d")
 
 
 class _QueryError(Exception):
@@ -1539,9 +1539,9 @@ def _index_patterns(header):
 
 def _make_server(sim, host, port):
     # http.server pulls in email/html/ssl; import it only when serving.
+    import socket
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlsplit
-    import socket
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True

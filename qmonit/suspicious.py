@@ -173,7 +173,7 @@ def write_mysql(mysql, rows, slot):
 
     A row that PanDA reported after slot (a backfill runs behind) keeps its newer values.
     Returns (rows updated, rows removed)."""
-    when = slot.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    when = slot.astimezone(dt.UTC).replace(tzinfo=None)
 
     def work(cur):
         updated = update_jobs(cur, "suspicious_averages", MYSQL_COLUMNS, schema.MYSQL_KEY,

@@ -18,7 +18,7 @@ def floor_time(when, step):
     """The start of the bucket of length step (a timedelta) that holds when (aware UTC)."""
     seconds = int(step.total_seconds())
     epoch = int(when.timestamp())
-    return dt.datetime.fromtimestamp(epoch - epoch % seconds, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch - epoch % seconds, dt.UTC)
 
 
 def slot_of(now):
@@ -111,7 +111,7 @@ MYSQL_ROW_COLUMNS = (schema.MYSQL_KEY + schema.MYSQL_METADATA
 
 def mysql_rows(stats, queues, slot):
     """One row per (queue, label, resource), in MYSQL_ROW_COLUMNS order; absent statuses are 0."""
-    when = slot.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    when = slot.astimezone(dt.UTC).replace(tzinfo=None)
     rows = []
     for queue, labels in stats.items():
         info = queues.get(queue, UNKNOWN_QUEUE)

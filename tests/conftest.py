@@ -8,16 +8,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qmonit import devservers  # noqa: E402
-
 from hypothesis import settings  # noqa: E402
+
+from qmonit import devservers  # noqa: E402
 
 # Fewer examples than hypothesis' default keep `make test` within its time budget; the
 # integration properties set their own, smaller counts.
 settings.register_profile("qmonit", max_examples=40, deadline=None)
 settings.load_profile("qmonit")
 
-RECORDED = ROOT.parent / "shared" / "fixtures" / "recorded"
+RECORDED = ROOT / "tests" / "data" / "recorded"
 _names = itertools.count()
 
 

@@ -7,12 +7,13 @@ import itertools
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qmonit import averages, schema, transform
 from qmonit.influx import Influx, quote_ident
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SLOT = dt.timedelta(minutes=10)
 WINDOW_SLOTS = {"avg1h": 6, "avg6h": 36, "avg12h": 72, "avg24h": 144}
 _databases = itertools.count()

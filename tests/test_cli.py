@@ -9,7 +9,7 @@ from qmonit.errors import ConfigError, SourceError
 
 def test_timestamp_is_utc():
     assert cli.parse_timestamp("2026-11-25 10:07:00") == dt.datetime(
-        2026, 11, 25, 10, 7, tzinfo=dt.timezone.utc)
+        2026, 11, 25, 10, 7, tzinfo=dt.UTC)
 
 
 def test_bad_usage_is_exit_2(capsys):

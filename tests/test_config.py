@@ -58,7 +58,8 @@ def test_example_documents_every_key_read_by_the_code(tmp_path):
     root = Path(__file__).resolve().parent.parent
     example = configparser.ConfigParser(inline_comment_prefixes=(";",), interpolation=None)
     example.read(root / "config.cfg.example")
-    pattern = re.compile(r"""get(?:_int|_float|_bool|_list|_choice|_path)?\(\s*"(\w+)",\s*"(\w+)\"""")
+    pattern = re.compile(
+        r"""get(?:_int|_float|_bool|_list|_choice|_path)?\(\s*"(\w+)",\s*"(\w+)\"""")
     sources = [p for p in (root / "qmonit").glob("*.py")] + list(root.glob("*.py"))
     read = {m.groups() for p in sources for m in pattern.finditer(p.read_text())}
     assert read, "the pattern found no config reads"

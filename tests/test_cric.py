@@ -3,11 +3,10 @@ import json
 import logging
 
 import pytest
+from conftest import RECORDED
 
 from qmonit import cric, http, schema
 from qmonit.errors import SourceError
-
-from conftest import RECORDED
 
 
 def recorded(name):
@@ -28,10 +27,10 @@ def test_recorded_pandaqueue_parses_by_panda_resource():
 
 def test_recorded_federation_pledge():
     feds = recorded("test_input_rebus_federation.json")
-    when = dt.datetime(2021, 5, 1, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2021, 5, 1, tzinfo=dt.UTC)
     assert cric.federation_pledges(feds, when) == {"US-AGLT2": 73000.0}
     # No pledge for the current quarter: nothing, not a guess.
-    assert cric.federation_pledges(feds, dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)) == {}
+    assert cric.federation_pledges(feds, dt.datetime(2026, 1, 1, tzinfo=dt.UTC)) == {}
 
 
 def test_recorded_site_and_ddm_payloads_are_lists_of_objects():

@@ -13,8 +13,8 @@ import stat
 from dataclasses import dataclass, field
 
 import pytest
-
 from conftest import ROOT, write_config
+
 from dashboards import definitions as defs
 from dashboards import generate
 from qmonit import schema
@@ -22,7 +22,7 @@ from qmonit.influx import Influx, quote_ident, quote_string
 from qmonit.mysqlstore import MySQLStore
 from qmonit.simulator import Simulator, config_urls
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 HOUR = dt.timedelta(hours=1)
 SLOT = dt.timedelta(minutes=10)
 

@@ -6,20 +6,27 @@ import json
 import subprocess
 
 import pytest
-from hypothesis import given, strategies as st
+from conftest import RECORDED, ROOT, write_config
+from hypothesis import given
+from hypothesis import strategies as st
 
 import datadisk as script
 import fetch_queues
 from qmonit import cric, rucio, schema, transform
 from qmonit.cric import QueueInfo
-from qmonit.datadisk import (Endpoint, Running, datadisk_records, endpoint_metadata,
-                             mysql_rows, points)
+from qmonit.datadisk import (
+    Endpoint,
+    Running,
+    datadisk_records,
+    endpoint_metadata,
+    mysql_rows,
+    points,
+)
 from qmonit.simulator import config_urls
-from conftest import RECORDED, ROOT, write_config
 
-T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 TS = "2026-11-25 12:05:00"
-YESTERDAY = dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc)
+YESTERDAY = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 HOUR_AT = f"time = {int(T.timestamp())}s"
 
 

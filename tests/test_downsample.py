@@ -11,7 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import downsample as script
 from qmonit import downsample, schema, transform
@@ -22,7 +23,7 @@ from qmonit.influx import Influx, quote_ident
 HOUR, DAY = 3600, 86400
 MEAN = schema.JOBS_MEAN_FIELDS
 # Two days of data, three days ago (the 10m policy keeps 7 days of wall-clock time).
-_wall = int(dt.datetime.now(dt.timezone.utc).timestamp())
+_wall = int(dt.datetime.now(dt.UTC).timestamp())
 BASE = _wall - _wall % DAY - 3 * DAY
 _databases = itertools.count()
 
@@ -41,7 +42,7 @@ SERIES = [
 
 
 def at(text):
-    return dt.datetime.fromtimestamp(text, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(text, dt.UTC)
 
 
 def make_config(tmp_path, url, database, extra=""):
@@ -333,7 +334,8 @@ def test_late_data_is_rolled_up_and_an_empty_source_never_erases(influx_server, 
         "jobs": 17.5, "jobs_sum": 70, "samples": 4, "resource_factor": 1, "corepower": 1,
         "federation_HS06_pledge": 1}
     # A rollup whose source is gone (expired 10m data) stays as it is.
-    influx.write_lines("1h", [f"jobs,panda_queue=gone jobs=1.0,jobs_sum=1i,samples=1i {BASE + HOUR}"])
+    influx.write_lines("1h",
+                       [f"jobs,panda_queue=gone jobs=1.0,jobs_sum=1i,samples=1i {BASE + HOUR}"])
     run(config, BASE + 6 * HOUR)
     assert read_rollup(influx, "1h")[(frozenset({("panda_queue", "gone")}), BASE + HOUR)] == {
         "jobs": 1, "jobs_sum": 1, "samples": 1}
@@ -470,7 +472,7 @@ def test_demo_scale_smoke(influx_server, tmp_path):
     daily = read_rollup(influx, "1d")
     assert len(daily) == len(series)
     want = defaultdict(list)
-    for (k, t), fields in raw.items():
+    for (k, _t), fields in raw.items():
         want[frozenset(series[k].items())].append(fields["jobs"])
     for (tags, t), fields in daily.items():
         assert t == BASE and fields["jobs_sum"] == sum(want[tags])

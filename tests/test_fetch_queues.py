@@ -2,13 +2,13 @@
 import datetime as dt
 
 import pytest
+from conftest import write_config
 
 import fetch_queues
 from qmonit import schema
 from qmonit.influx import quote_string
-from conftest import write_config
 
-T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 TS = "2026-11-25 12:03:17"     # inside the 12:00 slot
 
 
@@ -19,7 +19,8 @@ def run(config_path, *args):
 def influx_counts(influx, slot=T):
     """{series key: jobs} at one slot, straight from InfluxDB."""
     [series] = influx.query(
-        f'SELECT "jobs", "time_window" FROM {schema.JOBS.qualified} WHERE time = {int(slot.timestamp())}s '
+        f'SELECT "jobs", "time_window" FROM {schema.JOBS.qualified} '
+        f'WHERE time = {int(slot.timestamp())}s '
         'GROUP BY "panda_queue", "prod_source", "resource", "job_status"')
     return {tuple(s["tags"][k] for k in schema.SERIES_KEY): s["values"][0][1] for s in series}
 
@@ -39,7 +40,7 @@ def test_every_count_round_trips(config_path, sim, influx, mysql, capsys):
     rows = mysql.select("SELECT panda_queue, prod_source, resource, running_jobs, failed_jobs, "
                         "atlas_site, last_seen FROM jobs")
     assert len(rows) == len({k[:3] for k in expected})
-    for queue, label, resource, running, failed, site, last_seen in rows:
+    for queue, label, resource, running, failed, _site, last_seen in rows:
         assert running == expected.get((queue, label, resource, "running"), 0)
         assert failed == expected.get((queue, label, resource, "failed"), 0)
         assert last_seen == T.replace(tzinfo=None)
@@ -114,7 +115,7 @@ def test_panda_failures_exit_1_and_write_nothing(tmp_path, influx_server, mariad
                                                  database_name, influx, capsys, fault, reason):
     config_path = write_config(tmp_path / "c.cfg", influx_server.url, mariadb_server.port,
                                database_name, sim.url, tmp_path / "data",
-                               extra="") 
+                               extra="")
     text = config_path.read_text().replace("timeout = 5\n\n[cric]", "timeout = 1\n\n[cric]")
     config_path.write_text(text)
     sim.set_time(T)
@@ -262,7 +263,8 @@ def test_backfill_does_not_overwrite_newer_mysql_state(config_path, sim, mysql):
     newest = mysql.select("SELECT panda_queue, prod_source, resource, running_jobs FROM jobs")
     sim.set_time(T)
     assert run(config_path, "--timestamp", TS) == 0
-    assert mysql.select("SELECT panda_queue, prod_source, resource, running_jobs FROM jobs") == newest
+    got = mysql.select("SELECT panda_queue, prod_source, resource, running_jobs FROM jobs")
+    assert got == newest
 
 
 def test_mysql_table_is_migrated(config_path, sim, mysql):

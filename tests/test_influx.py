@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from qmonit import influx as influx_module, lineprotocol
+from qmonit import influx as influx_module
+from qmonit import lineprotocol
 from qmonit.config import Config
 from qmonit.devservers import free_port
 from qmonit.errors import ConfigError, SinkError

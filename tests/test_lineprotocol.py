@@ -1,10 +1,10 @@
 """Line-protocol escaping: property tests, and a round trip through the real InfluxDB."""
 import requests
-from hypothesis import given, settings, strategies as st
+from conftest import split_unescaped
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qmonit import lineprotocol as lp
-
-from conftest import split_unescaped
 
 NASTY = ["a b", "a,b", "a=b", 'q"uote', "s'ingle", "ünï ☃", "end\\", "\\start", "x\\,y", "t\\\"",
          "=", ",", " ", "ANALY_CERN, \"SLC\"=x", "日本語", "tab\there"]

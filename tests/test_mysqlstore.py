@@ -7,7 +7,7 @@ from qmonit import schema, transform
 from qmonit.errors import SinkError
 from qmonit.mysqlstore import MySQLStore, quote_ident, update_jobs
 
-T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
 def rows_for(stats, slot):

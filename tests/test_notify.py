@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qmonit import config as config_module
 from qmonit import notify
@@ -21,7 +22,7 @@ from qmonit.devservers import free_port
 from qmonit.errors import ConfigError
 from qmonit.suspicious import Flag
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SLOT = dt.datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 TEN = dt.timedelta(minutes=10)
 

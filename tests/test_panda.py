@@ -1,12 +1,13 @@
 import datetime as dt
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qmonit import panda
 from qmonit.errors import SourceError
 
-T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
 def test_urls():

@@ -3,14 +3,14 @@ dashboards' own queries."""
 import datetime as dt
 
 import pytest
+from conftest import free_port_url
 from matplotlib.figure import Figure
 from matplotlib.image import imread
+from test_dashboards import SLOT, build, need
 
-from conftest import free_port_url
 from dashboards import definitions as defs
 from qmonit import preview
 from qmonit.influx import Influx
-from test_dashboards import SLOT, build, need
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -94,6 +94,6 @@ def test_averages_follow_the_top_flagged_queue(data):
 def test_an_unreachable_influxdb_still_gives_a_picture(tmp_path, caplog):
     influx = Influx(free_port_url(), "nowhere", timeout=2)
     path = preview.render(influx, None, tmp_path / "p.png",
-                          dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+                          dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert path.read_bytes()[:8] == PNG
     assert "preview: draw_jobs failed" in caplog.text

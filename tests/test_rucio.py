@@ -5,14 +5,14 @@ import json
 import logging
 
 import pytest
+from conftest import RECORDED
 
 from qmonit import http, rucio
 from qmonit.errors import SourceError
 from qmonit.simulator import config_urls
-from conftest import RECORDED
 
-DAY = dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc)
-NOW = dt.datetime(2026, 11, 25, 12, 5, tzinfo=dt.timezone.utc)
+DAY = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+NOW = dt.datetime(2026, 11, 25, 12, 5, tzinfo=dt.UTC)
 URL = "https://monit-grafana.example/api/datasources/proxy/1/_msearch"
 
 
@@ -129,7 +129,7 @@ def test_latest_volumes_uses_yesterday_or_the_day_before(sim, monit):
     day, volumes = rucio.latest_volumes(http.session(), monit, "t", NOW, 10)
     assert day == DAY and volumes
     # At 02:05 yesterday's accounting is not in MONIT yet: the day before is used.
-    early = dt.datetime(2026, 11, 25, 2, 5, tzinfo=dt.timezone.utc)
+    early = dt.datetime(2026, 11, 25, 2, 5, tzinfo=dt.UTC)
     sim.set_time(early)
     day, volumes = rucio.latest_volumes(http.session(), monit, "t", early, 10)
     assert day == DAY - dt.timedelta(days=1)

@@ -6,22 +6,22 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from qmonit.simulator import (FINAL_STATUSES, STATUSES, ZERO_FILLED, Simulator,
-                              config_urls)
+from qmonit.simulator import FINAL_STATUSES, STATUSES, ZERO_FILLED, Simulator, config_urls
 
 REPO = Path(__file__).resolve().parent.parent
-RECORDED = REPO.parent / "shared" / "fixtures" / "recorded"
+RECORDED = REPO / "tests" / "data" / "recorded"
 V1 = "/api/v1/statistics/job_stats_by_site_share_and_resource_type"
 LEGACY = "/server/panda/get_job_statistics_per_site_label_resource"
 JSON = {"Accept": "application/json"}
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def count_series(data):
@@ -442,8 +442,8 @@ def test_control_endpoint(sim):
     r = requests.post(control, json={"clear": True, "time": None}, timeout=10)
     state = r.json()
     assert state["time"] is None and state["anomalies"] == [] and state["faults"] == []
-    now = datetime.now(timezone.utc)
-    assert abs(datetime.fromisoformat(state["now"]).replace(tzinfo=timezone.utc) - now) \
+    now = datetime.now(UTC)
+    assert abs(datetime.fromisoformat(state["now"]).replace(tzinfo=UTC) - now) \
         < timedelta(minutes=1)
 
     assert requests.post(control, data=b"{not json", timeout=5).status_code == 400
@@ -508,7 +508,7 @@ def test_import_is_cheap_and_silent():
 # --- MONIT: Rucio accounting behind the Grafana proxy ----------------------------------
 
 DAY_MS = 86400 * 1000
-YESTERDAY = datetime(2024, 4, 30, tzinfo=timezone.utc)   # T0's last complete day
+YESTERDAY = datetime(2024, 4, 30, tzinfo=UTC)   # T0's last complete day
 AUTH = {"Authorization": "Bearer demo-token", "Content-Type": "application/x-ndjson"}
 
 
@@ -624,7 +624,7 @@ def test_monit_terms_size_order_and_other_doc_count(sim):
 
 
 def test_monit_accounting_arrives_a_day_late(sim):
-    today = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    today = datetime(2024, 5, 1, tzinfo=UTC)
     sim.set_time(today + timedelta(hours=2))
     late = msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0]
     assert late["aggregations"]["4"]["buckets"] == [] and late["hits"]["total"] == 0

@@ -1,19 +1,19 @@
 """suspicious.py: flag rules (property tests), and the script end to end on the real InfluxDB
 and MariaDB with history from the simulator."""
 import datetime as dt
-import json
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from conftest import write_config
+from hypothesis import given
+from hypothesis import strategies as st
 
 import suspicious as script
 from qmonit import averages, cric, fetch, schema, suspicious, transform
 from qmonit.devservers import free_port
 from qmonit.influx import quote_ident
-from conftest import write_config
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SLOT = dt.timedelta(minutes=10)
 
 
@@ -324,7 +324,7 @@ def test_dry_run_writes_nothing(config_path, config, sim, history, influx, mysql
     before = mysql.select("SELECT * FROM jobs ORDER BY panda_queue, prod_source, resource")
     assert run(config_path, "--timestamp", stamp(slot), "--dry-run") == 0
     out = capsys.readouterr().out
-    assert f'# would write ' in out and 'points to "10m"."averages"' in out
+    assert '# would write ' in out and 'points to "10m"."averages"' in out
     assert 'points to "10m"."suspicious"' in out
     assert "# would update avg columns of" in out and "# would delete the rows" in out
     assert select(influx, schema.AVERAGES, slot) == []

@@ -1,12 +1,12 @@
 """Property tests of the pure 10-minute transforms."""
 import datetime as dt
 
-from hypothesis import given, strategies as st
+from conftest import split_unescaped
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qmonit import schema, transform
 from qmonit.cric import QueueInfo
-
-from conftest import split_unescaped
 
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                 min_size=1, max_size=12)
@@ -16,7 +16,7 @@ stats_strategy = st.dictionaries(
         st.sampled_from(schema.RESOURCE_TYPES + ("MCORE_LOMEM",)), counts, min_size=1),
         min_size=1, max_size=3), max_size=5)
 slots = st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 1, 1),
-                     timezones=st.just(dt.timezone.utc))
+                     timezones=st.just(dt.UTC))
 
 
 @given(stats_strategy, slots, st.integers(1, 60))
@@ -62,7 +62,7 @@ def test_mysql_rows_pivot_statuses(stats, now):
 def test_slot_is_the_exact_bucket_start(now):
     slot = transform.slot_of(now)
     assert slot <= now < slot + transform.SLOT
-    assert slot.timestamp() % 600 == 0 and slot.tzinfo == dt.timezone.utc
+    assert slot.timestamp() % 600 == 0 and slot.tzinfo == dt.UTC
 
 
 @given(stats_strategy, slots)
