@@ -332,6 +332,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     hour = transform.floor_time(now, HOUR)
+    influx.check_retained(schema.DATADISKS.rp, hour)
     record = Run(SCRIPT, hour)
     try:
         inputs = fetch(session, cric.Cache(data_dir), influx, opts, now, dry_run)

@@ -45,6 +45,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     slot = transform.slot_of(now)
+    influx.check_retained(schema.JOBS.rp, slot)
     run_record = Run(SCRIPT, slot)
     state = State(data_dir, SCRIPT)
     last = state.load().get("last_slot")

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 # Large batches are faster; 25 MB is influxd's default body limit, ~250 bytes a line.
 BATCH_LINES = 20000
 # 10m holds a week: the 48 h downsample look-back and the 24 h averages, with margin.
+# What InfluxDB 1.x says of points older than their policy's duration (HTTP 400 partial write).
+BEYOND_RETENTION = "points beyond retention policy dropped"
 DEFAULT_DURATIONS = {schema.RP_10M: "7d", schema.RP_1H: "180d", schema.RP_1D: "INF"}
 
 
@@ -169,6 +171,17 @@ class Influx:
                 self.query(f"ALTER RETENTION POLICY {quote_ident(rp)} {target} "
                            f"SHARD DURATION {shard}")
 
+    def check_retained(self, rp, moment, wall=None):
+        """Refuse, before anything is written, a time the policy no longer holds: InfluxDB
+        would drop its points as beyond retention, on this run and on every replay."""
+        duration = {**DEFAULT_DURATIONS, **(self.durations or {})}[rp]
+        seconds = _normal_duration(duration)
+        wall = time.time() if wall is None else wall
+        if seconds and moment.timestamp() < wall - seconds:
+            raise SinkError(f"InfluxDB {self.url}",
+                            f"slot {moment:%Y-%m-%d %H:%M:%S} UTC is older than the {rp} "
+                            f"retention policy ({duration}); nothing written")
+
     def write_lines(self, rp, lines):
         """Write line-protocol lines (second precision) to a retention policy.
 
@@ -183,6 +196,11 @@ class Influx:
         except SinkError as e:
             if self.spool is None or not lines:
                 raise
+            if BEYOND_RETENTION in e.reason:
+                # Refused now, refused on every replay: kept, they would block nothing but
+                # would never be written either.
+                raise SinkError(e.target, f"{e.reason}; those points are past the {rp} "
+                                "retention policy and are not kept") from None
             path = self.spool.put(rp, lines)
             raise SinkError(e.target, f"{e.reason}; {len(lines)} points kept in {path} "
                             "for the next run") from None

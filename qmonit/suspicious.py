@@ -194,6 +194,7 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     slot = transform.slot_of(now)
+    influx.check_retained(schema.RP_10M, slot)
     record = Run(SCRIPT, slot)
     try:
         if not dry_run:

@@ -1,4 +1,5 @@
 """Real servers for the tests: private InfluxDB and MariaDB on loopback, and the simulator."""
+import datetime as dt
 import itertools
 import sys
 from pathlib import Path
@@ -18,6 +19,27 @@ settings.register_profile("qmonit", max_examples=40, deadline=None)
 settings.load_profile("qmonit")
 
 RECORDED = ROOT / "tests" / "data" / "recorded"
+
+# The suite's one clock, read once. Every time a test writes to the servers derives from it:
+# near now, so inside every retention policy on any day (and a year ahead under libfaketime).
+# Pure tests may use fixed dates; nothing with a fixed date reaches a retention policy.
+CLOCK = dt.datetime.now(dt.UTC)
+
+
+def recent_hour(back=3):
+    """The start of the UTC hour `back` hours before the suite's clock."""
+    return CLOCK.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=back)
+
+
+def recent_slot(back=2):
+    """The start of the 10-minute slot `back` slots before the suite's clock."""
+    start = CLOCK.replace(minute=CLOCK.minute - CLOCK.minute % 10, second=0, microsecond=0)
+    return start - back * dt.timedelta(minutes=10)
+
+
+def stamp(moment):
+    """The --timestamp text of a datetime."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 _names = itertools.count()
 
 

@@ -7,6 +7,7 @@ import itertools
 import math
 
 import pytest
+from conftest import recent_slot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ METAS = [("SITE_A", "DE", "T2"), ("SITE_B", "US", "T1")]
 
 
 def now_slot():
-    return transform.slot_of(dt.datetime.now(UTC))
+    return recent_slot(0)
 
 
 @st.composite

@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import ROOT, write_config
+from conftest import CLOCK, ROOT, write_config
 
 from dashboards import definitions as defs
 from dashboards import generate
@@ -114,7 +114,7 @@ def build(influx_server, mariadb_server, directory, database, before_midnight=2,
         extra=f"\n[credentials_monit_grafana]\ntoken = demo\nurl = {urls['monit_url']}\n")
     from qmonit import config as config_module
     config = config_module.load(str(config_path), str(ROOT / "fetch_queues.py"))
-    now = dt.datetime.now(UTC)
+    now = CLOCK
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     slots = [midnight - before_midnight * HOUR + i * SLOT
              for i in range(before_midnight * 6 + 6)]

@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import RECORDED, ROOT, write_config
+from conftest import RECORDED, ROOT, recent_hour, stamp, write_config
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,9 +24,9 @@ from qmonit.datadisk import (
 )
 from qmonit.simulator import config_urls
 
-T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
-TS = "2026-11-25 12:05:00"
-YESTERDAY = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+T = recent_hour()
+TS = stamp(T + dt.timedelta(minutes=5))
+YESTERDAY = T.replace(hour=0) - dt.timedelta(days=1)
 HOUR_AT = f"time = {int(T.timestamp())}s"
 
 
@@ -333,7 +333,7 @@ def test_without_a_recent_jobs_slot_exits_1(dd_config, sim, capsys):
     capsys.readouterr()
     assert run(dd_config) == 1
     err = capsys.readouterr().err
-    assert "no \"10m\".\"jobs\" slot in the 60 minutes up to 2026-11-25 12:05:00 UTC" in err
+    assert f"no \"10m\".\"jobs\" slot in the 60 minutes up to {TS} UTC" in err
     assert "has fetch_queues.py run?" in err
 
 

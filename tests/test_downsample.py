@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from conftest import CLOCK
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,7 @@ from qmonit.influx import Influx, quote_ident
 HOUR, DAY = 3600, 86400
 MEAN = schema.JOBS_MEAN_FIELDS
 # Two days of data, three days ago (the 10m policy keeps 7 days of wall-clock time).
-_wall = int(dt.datetime.now(dt.UTC).timestamp())
+_wall = int(CLOCK.timestamp())
 BASE = _wall - _wall % DAY - 3 * DAY
 _databases = itertools.count()
 

@@ -2,14 +2,14 @@
 import datetime as dt
 
 import pytest
-from conftest import write_config
+from conftest import recent_hour, stamp, write_config
 
 import fetch_queues
 from qmonit import schema
 from qmonit.influx import quote_string
 
-T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
-TS = "2026-11-25 12:03:17"     # inside the 12:00 slot
+T = recent_hour()
+TS = stamp(T + dt.timedelta(minutes=3, seconds=17))     # inside T's slot
 
 
 def run(config_path, *args):
@@ -69,7 +69,7 @@ def test_rerun_is_idempotent(config_path, sim, influx, mysql):
     assert run(config_path, "--timestamp", TS) == 0
     first = influx_counts(influx)
     rows = mysql.select("SELECT COUNT(*) FROM jobs")
-    assert run(config_path, "--timestamp", "2026-11-25 12:09:59") == 0
+    assert run(config_path, "--timestamp", stamp(T + dt.timedelta(minutes=9, seconds=59))) == 0
     assert influx_counts(influx) == first
     [series] = influx.query(f'SELECT count("jobs") FROM {schema.JOBS.qualified}')
     assert series[0]["values"][0][1] == len(first)      # overwritten, not duplicated
@@ -81,7 +81,7 @@ def test_missed_runs_widen_the_time_window(config_path, sim, influx):
     assert run(config_path, "--timestamp", TS) == 0
     later = T + dt.timedelta(minutes=30)
     sim.set_time(later)
-    assert run(config_path, "--timestamp", "2026-11-25 12:30:00") == 0
+    assert run(config_path, "--timestamp", stamp(T + dt.timedelta(minutes=30))) == 0
     [series] = influx.query(f'SELECT "time_window" FROM {schema.JOBS.qualified} '
                             f'WHERE time = {int(later.timestamp())}s LIMIT 1')
     assert series[0]["values"][0][1] == 30
@@ -168,7 +168,7 @@ def test_influx_down_spools_then_next_run_writes(tmp_path, influx_server, mariad
     config_path.write_text(config_path.read_text().replace(down, influx_server.url))
     later = T + dt.timedelta(minutes=10)
     sim.set_time(later)
-    assert run(config_path, "--timestamp", "2026-11-25 12:10:00") == 0
+    assert run(config_path, "--timestamp", stamp(T + dt.timedelta(minutes=10))) == 0
     assert influx_counts(influx, T) == flatten(sim.expected_stats(T, 10))
     assert influx_counts(influx, later) == flatten(sim.expected_stats(later, 10))
     assert not list((tmp_path / "data" / "spool").glob("*.lp"))
@@ -178,7 +178,7 @@ def test_cric_down_uses_the_cache(config_path, sim, influx, capsys):
     sim.set_time(T)
     assert run(config_path, "--timestamp", TS) == 0
     sim.set_fault("cric", "500")
-    assert run(config_path, "--timestamp", "2026-11-25 12:10:00") == 0
+    assert run(config_path, "--timestamp", stamp(T + dt.timedelta(minutes=10))) == 0
     err = capsys.readouterr().err
     assert "using the cached copy" in err and "WARNING" in err
 
@@ -250,7 +250,7 @@ def test_stale_rows_are_removed_after_24h(config_path, sim, mysql):
     gone = mysql.select("SELECT COUNT(*) FROM jobs WHERE panda_queue = %s",
                         (sim.panda_queues()[0],))[0][0]
     sim.set_time(T + dt.timedelta(minutes=10))
-    assert run(config_path, "--timestamp", "2026-11-25 12:10:00") == 0
+    assert run(config_path, "--timestamp", stamp(T + dt.timedelta(minutes=10))) == 0
     # The queue is reported again, so its rows come back with a fresh last_seen.
     assert mysql.select("SELECT COUNT(*) FROM jobs")[0][0] == before
     assert gone > 0
@@ -259,7 +259,7 @@ def test_stale_rows_are_removed_after_24h(config_path, sim, mysql):
 def test_backfill_does_not_overwrite_newer_mysql_state(config_path, sim, mysql):
     later = T + dt.timedelta(hours=1)
     sim.set_time(later)
-    assert run(config_path, "--timestamp", "2026-11-25 13:00:00") == 0
+    assert run(config_path, "--timestamp", stamp(T + dt.timedelta(hours=1))) == 0
     newest = mysql.select("SELECT panda_queue, prod_source, resource, running_jobs FROM jobs")
     sim.set_time(T)
     assert run(config_path, "--timestamp", TS) == 0
@@ -307,3 +307,16 @@ def test_odd_names_round_trip_in_influxdb_and_mysql(tmp_path, influx_server, mar
     [[stored_site]] = mysql.select("SELECT DISTINCT atlas_site FROM jobs WHERE atlas_site = %s",
                                    (site,))
     assert stored_site == site
+
+
+def test_a_slot_past_the_10m_policy_is_refused_before_anything_is_written(config_path, sim,
+                                                                           influx, mysql, capsys):
+    old = T - dt.timedelta(days=7, hours=1)
+    sim.set_time(old)
+    assert run(config_path, "--timestamp", stamp(old)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"slot {stamp(old)} UTC is older than the 10m retention policy (7d)" in err
+    assert not list((config_path.parent / "data").rglob("*.lp"))
+    assert not (config_path.parent / "data" / "state").exists() or \
+        not list((config_path.parent / "data" / "state").iterdir())

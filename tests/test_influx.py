@@ -1,8 +1,8 @@
 """qmonit/influx.py on a real InfluxDB: retention policies, the spool, chunked reads, quoting."""
 import itertools
-import time
 
 import pytest
+from conftest import CLOCK
 
 from qmonit import influx as influx_module
 from qmonit import lineprotocol
@@ -30,7 +30,7 @@ def policies(client):
 
 
 # One timestamp for the whole file: lines for "the same point" must be the same second.
-NOW = int(time.time())
+NOW = int(CLOCK.timestamp())
 
 
 def now_line(value, measurement="probe"):
@@ -152,7 +152,7 @@ def test_spooled_lines_for_a_missing_policy_stay_spooled(db, tmp_path):
 
 def test_query_chunks_reads_everything_past_the_row_limit(db):
     db.ensure_database()
-    start = int(time.time()) - 3600
+    start = NOW - 3600
     db.write_lines("10m", [f"probe,k=s{i % 7} value={i}i {start + i}" for i in range(2500)])
     series = list(db.query_chunks('SELECT "value", "k"::tag FROM "10m"."probe"', chunk_size=300))
     assert len(series) > 1
@@ -177,3 +177,25 @@ def test_quoting_round_trips_odd_names(db):
     series = db.query(f'SELECT "value" FROM "10m".{quote_ident(name)} '
                       f'WHERE "k" = {quote_string(tag)}')[0]
     assert [row[1] for row in series[0]["values"]] == [1]
+
+
+def test_points_beyond_retention_are_not_spooled(db, tmp_path):
+    """InfluxDB drops them as beyond retention now and on every replay: never kept."""
+    db.ensure_database()
+    # 1970: past the 7-day policy by the server's clock whatever the client's (libfaketime).
+    old = 86400
+    with pytest.raises(SinkError) as e:
+        db.write_lines("10m", [f"probe,k=v value=1i {old}"])
+    assert "beyond retention policy" in str(e.value) and "not kept" in str(e.value)
+    assert not list((tmp_path / "spool").glob("*"))
+
+
+def test_check_retained_names_the_slot_and_the_duration(db):
+    import datetime as dt
+    slot = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    day = 86400
+    db.check_retained("10m", slot, wall=slot.timestamp() + 7 * day - 1)    # still held
+    db.check_retained("1d", slot, wall=slot.timestamp() + 10**9)            # INF holds all
+    with pytest.raises(SinkError, match=r"slot 2026-01-01 00:00:00 UTC is older than the 10m "
+                                        r"retention policy \(7d\); nothing written"):
+        db.check_retained("10m", slot, wall=slot.timestamp() + 7 * day + 1)
