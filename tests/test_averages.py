@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmonit import averages, schema, transform
-from qmonit.influx import Influx, quote_ident
+from qmonit.core import schema
+from qmonit.core.influxql import quote_ident
+from qmonit.jobs import averages, transform
+from qmonit.sinks.influx import Influx
 
 UTC = dt.UTC
 SLOT = dt.timedelta(minutes=10)

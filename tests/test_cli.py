@@ -3,8 +3,8 @@ import logging
 
 import pytest
 
-from qmonit import cli
-from qmonit.errors import ConfigError, SourceError
+from qmonit.core import cli
+from qmonit.core.errors import ConfigError, SourceError
 
 
 def test_timestamp_is_utc():

@@ -1,7 +1,7 @@
 import pytest
 
-from qmonit import config as config_module
-from qmonit.errors import ConfigError
+from qmonit.core import config as config_module
+from qmonit.core.errors import ConfigError
 
 
 def load(tmp_path, text, name="config.cfg"):
@@ -60,7 +60,7 @@ def test_example_documents_every_key_read_by_the_code(tmp_path):
     example.read(root / "config.cfg.example")
     pattern = re.compile(
         r"""get(?:_int|_float|_bool|_list|_choice|_path)?\(\s*"(\w+)",\s*"(\w+)\"""")
-    sources = [p for p in (root / "qmonit").glob("*.py")] + list(root.glob("*.py"))
+    sources = [p for p in (root / "qmonit").rglob("*.py")] + list(root.glob("*.py"))
     read = {m.groups() for p in sources for m in pattern.finditer(p.read_text())}
     assert read, "the pattern found no config reads"
     missing = sorted(f"[{s}] {k}" for s, k in read if not example.has_option(s, k))

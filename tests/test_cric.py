@@ -5,8 +5,9 @@ import logging
 import pytest
 from conftest import RECORDED
 
-from qmonit import cric, http, schema
-from qmonit.errors import SourceError
+from qmonit.core import http, schema
+from qmonit.core.errors import SourceError
+from qmonit.sources import cric
 
 
 def recorded(name):
@@ -45,7 +46,7 @@ def test_unknown_metadata_becomes_unknown():
 
 
 def test_refresh_caches_and_falls_back(tmp_path, sim, caplog):
-    caplog.set_level(logging.WARNING, logger="qmonit.cric")
+    caplog.set_level(logging.WARNING, logger="qmonit.sources.cric")
     cache = cric.Cache(tmp_path)
     url = sim.url + "/api/atlas/pandaqueue/query/?json"
     session = http.session()

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 import datadisk as script
 import fetch_queues
-from qmonit import cric, rucio, schema, transform
-from qmonit.cric import QueueInfo
-from qmonit.datadisk import (
+from qmonit.core import schema
+from qmonit.dev.simulator import config_urls
+from qmonit.jobs import transform
+from qmonit.jobs.datadisk import (
     Endpoint,
     Running,
     datadisk_records,
@@ -22,7 +23,8 @@ from qmonit.datadisk import (
     mysql_rows,
     points,
 )
-from qmonit.simulator import config_urls
+from qmonit.sources import cric, rucio
+from qmonit.sources.cric import QueueInfo
 
 T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 TS = "2026-11-25 12:05:00"

@@ -15,10 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import downsample as script
-from qmonit import downsample, schema, transform
-from qmonit.config import Config
-from qmonit.errors import UsageError
-from qmonit.influx import Influx, quote_ident
+from qmonit.core import schema
+from qmonit.core.config import Config
+from qmonit.core.errors import UsageError
+from qmonit.core.influxql import quote_ident
+from qmonit.jobs import downsample, transform
+from qmonit.sinks.influx import Influx
 
 HOUR, DAY = 3600, 86400
 MEAN = schema.JOBS_MEAN_FIELDS
@@ -440,7 +442,7 @@ def test_main_bad_lookback(tmp_path, capsys):
 
 
 def test_main_influxdb_down(tmp_path, capsys):
-    from qmonit.devservers import free_port
+    from qmonit.dev.devservers import free_port
     url = f"http://127.0.0.1:{free_port()}"
     path = write_config_file(tmp_path, url, "x")
     assert script.main(["--config", path, "--average", "1h"]) == 1

@@ -5,8 +5,8 @@ import pytest
 from conftest import write_config
 
 import fetch_queues
-from qmonit import schema
-from qmonit.influx import quote_string
+from qmonit.core import schema
+from qmonit.core.influxql import quote_string
 
 T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 TS = "2026-11-25 12:03:17"     # inside the 12:00 slot
@@ -285,7 +285,7 @@ def test_odd_names_round_trip_in_influxdb_and_mysql(tmp_path, influx_server, mar
                                                     database_name, influx, mysql):
     """Spaces, commas, '=', both quotes, a backslash and non-ASCII in queue, label, resource and
     site names come back exactly from both databases."""
-    from qmonit.simulator import Simulator
+    from qmonit.dev.simulator import Simulator
     with Simulator(seed=3, series=800, odd_names=True) as odd:
         config_path = write_config(tmp_path / "c.cfg", influx_server.url, mariadb_server.port,
                                    database_name, odd.url, tmp_path / "data")

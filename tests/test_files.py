@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from qmonit.errors import SinkError
-from qmonit.files import State, atomic_write
+from qmonit.core.errors import SinkError
+from qmonit.core.files import State, atomic_write
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):

@@ -1,8 +1,8 @@
 import pytest
 import requests
 
-from qmonit import http
-from qmonit.errors import SourceError
+from qmonit.core import http
+from qmonit.core.errors import SourceError
 
 
 def test_fetch_ok_and_http_error(sim):

@@ -1,15 +1,16 @@
-"""qmonit/influx.py on a real InfluxDB: retention policies, the spool, chunked reads, quoting."""
+"""sinks/influx.py on a real InfluxDB: retention policies, the spool, chunked reads, quoting."""
 import itertools
 import time
 
 import pytest
 
-from qmonit import influx as influx_module
-from qmonit import lineprotocol
-from qmonit.config import Config
-from qmonit.devservers import free_port
-from qmonit.errors import ConfigError, SinkError
-from qmonit.influx import Influx, quote_ident, quote_string
+from qmonit.core import lineprotocol
+from qmonit.core.config import Config
+from qmonit.core.errors import ConfigError, SinkError
+from qmonit.core.influxql import quote_ident, quote_string
+from qmonit.dev.devservers import free_port
+from qmonit.sinks import influx as influx_module
+from qmonit.sinks.influx import Influx
 
 _names = itertools.count()
 

@@ -4,7 +4,7 @@ from conftest import split_unescaped
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmonit import lineprotocol as lp
+from qmonit.core import lineprotocol as lp
 
 NASTY = ["a b", "a,b", "a=b", 'q"uote', "s'ingle", "ünï ☃", "end\\", "\\start", "x\\,y", "t\\\"",
          "=", ",", " ", "ANALY_CERN, \"SLC\"=x", "日本語", "tab\there"]

@@ -3,9 +3,10 @@ import datetime as dt
 
 import pytest
 
-from qmonit import schema, transform
-from qmonit.errors import SinkError
-from qmonit.mysqlstore import MySQLStore, quote_ident, update_jobs
+from qmonit.core import schema
+from qmonit.core.errors import SinkError
+from qmonit.jobs import transform
+from qmonit.sinks.mysqlstore import MySQLStore, quote_ident, update_jobs
 
 T = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 

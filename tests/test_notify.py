@@ -16,11 +16,11 @@ from aiosmtpd.smtp import AuthResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qmonit import config as config_module
-from qmonit import notify
-from qmonit.devservers import free_port
-from qmonit.errors import ConfigError
-from qmonit.suspicious import Flag
+from qmonit.core import config as config_module
+from qmonit.core.errors import ConfigError
+from qmonit.dev.devservers import free_port
+from qmonit.jobs.suspicious import Flag
+from qmonit.sinks import notify
 
 UTC = dt.UTC
 SLOT = dt.datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -252,7 +252,7 @@ def test_failed_delivery_is_logged_counted_and_retried(tmp_path, hook, smtp_serv
                                 timeout=5)
     settings = notify.Settings([email, notify.WebhookChannel(hook.url, timeout=5)])
     hook.status = 500
-    with caplog.at_level(logging.WARNING, logger="qmonit.notify"):
+    with caplog.at_level(logging.WARNING, logger="qmonit.sinks.notify"):
         assert notify.notify(settings, [COLLAPSE], SLOT, tmp_path) == 1
     assert len(inbox.messages) == 1 and len(hook.bodies) == 1
     (record,) = caplog.records
@@ -269,7 +269,7 @@ def test_failed_delivery_is_logged_counted_and_retried(tmp_path, hook, smtp_serv
 def test_unreachable_smtp_is_one_error(tmp_path, caplog):
     channel = notify.EmailChannel("127.0.0.1", free_port(), "q@example.org", ["o@example.org"],
                                   timeout=2)
-    with caplog.at_level(logging.WARNING, logger="qmonit.notify"):
+    with caplog.at_level(logging.WARNING, logger="qmonit.sinks.notify"):
         assert notify.notify(notify.Settings([channel]), [COLLAPSE], SLOT, tmp_path) == 1
     assert "SMTP 127.0.0.1:" in caplog.text
 

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qmonit import panda
-from qmonit.errors import SourceError
+from qmonit.core.errors import SourceError
+from qmonit.sources import panda
 
 T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 

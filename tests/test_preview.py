@@ -1,4 +1,4 @@
-"""qmonit/preview.py: the dashboards' main panels drawn from real data into one PNG, with the
+"""qmonit/dev/preview.py: the dashboards' main panels drawn from real data into one PNG, with the
 dashboards' own queries."""
 import datetime as dt
 
@@ -9,8 +9,8 @@ from matplotlib.image import imread
 from test_dashboards import SLOT, build, need
 
 from dashboards import definitions as defs
-from qmonit import preview
-from qmonit.influx import Influx
+from qmonit.dev import preview
+from qmonit.sinks.influx import Influx
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

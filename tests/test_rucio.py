@@ -1,4 +1,4 @@
-"""qmonit/rucio.py: the _msearch query, the reply parser (on the recorded reply) and the fetch
+"""sources/rucio.py: the _msearch query, the reply parser (on the recorded reply) and the fetch
 against the simulator's MONIT Grafana proxy."""
 import datetime as dt
 import json
@@ -7,9 +7,10 @@ import logging
 import pytest
 from conftest import RECORDED
 
-from qmonit import http, rucio
-from qmonit.errors import SourceError
-from qmonit.simulator import config_urls
+from qmonit.core import http
+from qmonit.core.errors import SourceError
+from qmonit.dev.simulator import config_urls
+from qmonit.sources import rucio
 
 DAY = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
 NOW = dt.datetime(2026, 11, 25, 12, 5, tzinfo=dt.UTC)

@@ -1,4 +1,4 @@
-"""Tests for the PanDA/CRIC simulator (qmonit/simulator.py)."""
+"""Tests for the PanDA/CRIC simulator (qmonit/dev/simulator/)."""
 import ast
 import json
 import os
@@ -14,7 +14,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmonit.simulator import FINAL_STATUSES, STATUSES, ZERO_FILLED, Simulator, config_urls
+from qmonit.dev.simulator import FINAL_STATUSES, STATUSES, ZERO_FILLED, Simulator, config_urls
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDED = REPO / "tests" / "data" / "recorded"
@@ -480,7 +480,7 @@ def test_config_urls():
 
 def test_cli_serves_and_stops_on_sigterm():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qmonit.simulator", "--port", "0", "--seed", "3",
+        [sys.executable, "-m", "qmonit.dev.simulator", "--port", "0", "--seed", "3",
          "--series", "3000", "--time", "2024-05-01 12:00:00"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -497,7 +497,7 @@ def test_cli_serves_and_stops_on_sigterm():
 
 
 def test_import_is_cheap_and_silent():
-    code = ("import logging, sys, qmonit.simulator as s; "
+    code = ("import logging, sys, qmonit.dev.simulator as s; "
             "print('http.server' in sys.modules, "
             "logging.getLogger(s.__name__).handlers, logging.getLogger().handlers)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

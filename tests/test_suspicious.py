@@ -9,9 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import suspicious as script
-from qmonit import averages, cric, fetch, schema, suspicious, transform
-from qmonit.devservers import free_port
-from qmonit.influx import quote_ident
+from qmonit.core import schema
+from qmonit.core.influxql import quote_ident
+from qmonit.dev.devservers import free_port
+from qmonit.jobs import averages, fetch, suspicious, transform
+from qmonit.sources import cric
 
 UTC = dt.UTC
 SLOT = dt.timedelta(minutes=10)
@@ -358,8 +360,8 @@ def test_unreachable_mysql_is_exit_1_after_influxdb_is_written(tmp_path, influx_
     port = free_port()
     path = write_config(tmp_path / "c.cfg", influx_server.url, port, database_name, sim.url,
                         tmp_path / "data")
-    from qmonit import config as config_module
-    from qmonit.influx import Influx
+    from qmonit.core import config as config_module
+    from qmonit.sinks.influx import Influx
     influx = Influx.from_config(config_module.load(str(path), str(script.__file__)))
     slot = now_slot()
     write_history(sim, influx, slot, [0, 1])
@@ -378,8 +380,8 @@ def test_failed_notification_is_counted_not_fatal(tmp_path, influx_server, maria
              "drop_factor = 0.99\n")
     path = write_config(tmp_path / "c.cfg", influx_server.url, mariadb_server.port,
                         database_name, sim.url, tmp_path / "data", extra)
-    from qmonit import config as config_module
-    from qmonit.influx import Influx
+    from qmonit.core import config as config_module
+    from qmonit.sinks.influx import Influx
     config = config_module.load(str(path), str(script.__file__))
     influx = Influx.from_config(config)
     slot = now_slot()

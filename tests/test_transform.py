@@ -5,8 +5,9 @@ from conftest import split_unescaped
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qmonit import schema, transform
-from qmonit.cric import QueueInfo
+from qmonit.core import schema
+from qmonit.jobs import transform
+from qmonit.sources.cric import QueueInfo
 
 names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
                 min_size=1, max_size=12)

@@ -6,8 +6,8 @@ import datetime as dt
 from collections import namedtuple
 from functools import lru_cache
 
-from . import lineprotocol, schema
-from .cric import UNKNOWN_QUEUE
+from ..core import lineprotocol, schema
+from ..sources.cric import UNKNOWN_QUEUE
 
 SLOT = dt.timedelta(minutes=10)
 

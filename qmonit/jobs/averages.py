@@ -36,10 +36,10 @@ from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import schema
-from .errors import SinkError
-from .files import atomic_write
-from .influx import quote_ident, time_literal
+from ..core import schema
+from ..core.errors import SinkError
+from ..core.files import atomic_write
+from ..core.influxql import quote_ident, time_literal
 from .transform import Point
 
 log = logging.getLogger(__name__)

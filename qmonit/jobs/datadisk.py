@@ -20,12 +20,15 @@ import time
 from collections import Counter, namedtuple
 from urllib.parse import urlsplit
 
-from . import cric, http, rucio, schema, transform
-from .errors import ConfigError, SinkError, SourceError
+from ..core import http, schema
+from ..core.errors import ConfigError, SinkError, SourceError
+from ..core.files import State
+from ..core.influxql import quote_ident, quote_string, time_literal
+from ..sinks.influx import Influx
+from ..sinks.mysqlstore import MySQLStore, update_jobs
+from ..sources import cric, rucio
+from . import transform
 from .fetch import SCRIPT as FETCH_SCRIPT
-from .files import State
-from .influx import Influx, quote_ident, quote_string, time_literal
-from .mysqlstore import MySQLStore, update_jobs
 from .runs import Run, print_lines, print_rows
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from matplotlib import dates as mdates
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .errors import QMonitError
+from ..core.errors import QMonitError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:          # dashboards/ sits beside the package
     sys.path.insert(0, str(ROOT))
 

@@ -5,8 +5,8 @@ import logging
 import sys
 import time
 
-from . import schema
-from .errors import QMonitError
+from ..core import schema
+from ..core.errors import QMonitError
 from .transform import Point, encode
 
 log = logging.getLogger(__name__)

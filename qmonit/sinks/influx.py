@@ -11,10 +11,11 @@ import requests
 from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
-from . import schema
-from .errors import ConfigError, SinkError
-from .files import atomic_write
-from .http import describe
+from ..core import schema
+from ..core.errors import ConfigError, SinkError
+from ..core.files import atomic_write
+from ..core.http import describe
+from ..core.influxql import quote_ident
 
 log = logging.getLogger(__name__)
 
@@ -22,22 +23,6 @@ log = logging.getLogger(__name__)
 BATCH_LINES = 20000
 # 10m holds a week: the 48 h downsample look-back and the 24 h averages, with margin.
 DEFAULT_DURATIONS = {schema.RP_10M: "7d", schema.RP_1H: "180d", schema.RP_1D: "INF"}
-
-
-def quote_ident(name):
-    """An InfluxQL identifier: "name" with backslashes and double quotes escaped."""
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def quote_string(value):
-    """An InfluxQL string literal: 'value' with backslashes and single quotes escaped."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def time_literal(when):
-    """An InfluxQL time literal for a datetime or epoch seconds (exact, as integer ns)."""
-    seconds = when if isinstance(when, (int, float)) else when.timestamp()
-    return f"{int(round(seconds * 1e9))}"
 
 
 class Spool:

@@ -8,8 +8,8 @@ import logging
 
 import mysql.connector
 
-from . import schema
-from .errors import SinkError
+from ..core import schema
+from ..core.errors import SinkError
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,13 @@ import datetime as dt
 import logging
 import time
 
-from . import averages, cric, http, panda, schema, transform
-from .errors import ConfigError
-from .files import State
-from .influx import Influx
-from .mysqlstore import MySQLStore
+from ..core import http, schema
+from ..core.errors import ConfigError
+from ..core.files import State
+from ..sinks.influx import Influx
+from ..sinks.mysqlstore import MySQLStore
+from ..sources import cric, panda
+from . import averages, transform
 from .runs import Run, print_lines, print_rows
 
 log = logging.getLogger(__name__)

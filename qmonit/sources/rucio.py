@@ -18,8 +18,8 @@ import logging
 import math
 from collections import namedtuple
 
-from . import http
-from .errors import SourceError
+from ..core import http
+from ..core.errors import SourceError
 
 log = logging.getLogger(__name__)
 

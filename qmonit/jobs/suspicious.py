@@ -21,13 +21,16 @@ import time
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from ..core import schema
+from ..core.errors import ConfigError, SinkError, SourceError
+from ..core.influxql import quote_ident, time_literal
+from ..sinks import notify
+from ..sinks.influx import Influx, retention_durations
+from ..sinks.mysqlstore import MySQLStore, update_jobs
+from ..sinks.mysqlstore import quote_ident as sql_ident
 from . import averages as averages_module
-from . import notify, schema, transform
-from .errors import ConfigError, SinkError, SourceError
+from . import transform
 from .fetch import STALE_AFTER
-from .influx import Influx, quote_ident, retention_durations, time_literal
-from .mysqlstore import MySQLStore, update_jobs
-from .mysqlstore import quote_ident as sql_ident
 from .runs import Run, print_lines, print_rows
 
 log = logging.getLogger(__name__)

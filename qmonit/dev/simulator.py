@@ -46,7 +46,7 @@ daily sinusoid (peak in the site's local afternoon, about +-30%) plus a few % of
 Usage:
     with Simulator(seed=1) as sim:          # or sim.start() / sim.stop()
         urls = config_urls(sim.url)
-    python -m qmonit.simulator --port 8080 --seed 1 --series 25000 [--time "..."]
+    python -m qmonit.dev.simulator --port 8080 --seed 1 --series 25000 [--time "..."]
 """
 import fnmatch
 import json
@@ -1686,7 +1686,7 @@ def main(argv=None):
     import sys
 
     parser = argparse.ArgumentParser(
-        prog="python -m qmonit.simulator",
+        prog="python -m qmonit.dev.simulator",
         description="Serve simulated PanDA job statistics and CRIC data over HTTP.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

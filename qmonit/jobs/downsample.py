@@ -22,9 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import lineprotocol, schema, transform
-from .errors import ConfigError, UsageError
-from .influx import Influx, duration_seconds, quote_ident, retention_durations, time_literal
+from ..core import lineprotocol, schema
+from ..core.errors import ConfigError, UsageError
+from ..core.influxql import quote_ident, time_literal
+from ..sinks.influx import Influx, duration_seconds, retention_durations
+from . import transform
 from .runs import Run, print_lines
 
 log = logging.getLogger(__name__)

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import requests
 
-from . import devservers, schema
-from .cli import progress
-from .influx import Influx, quote_string
+from ..core import schema
+from ..core.cli import progress
+from ..core.influxql import quote_string
+from ..sinks.influx import Influx
+from . import devservers
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VAR = ROOT / "var"
 HOURS = 6
 # Slots at the end of the backfill that suspicious.py runs for.
@@ -54,7 +56,7 @@ def stop():
 def start_simulator(series):
     port = devservers.free_port()
     log_file = open(VAR / "simulator.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "qmonit.simulator", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "qmonit.dev.simulator", "--port", str(port),
                              "--seed", str(SEED), "--series", str(series)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=log_file,
                             start_new_session=True)
@@ -184,9 +186,9 @@ def inject_anomalies(sim_url, last):
 
 
 def render_preview(config, influx, slot):
-    from . import config as config_module
+    from ..core import config as config_module
+    from ..sinks.mysqlstore import MySQLStore
     from . import preview
-    from .mysqlstore import MySQLStore
     cfg = config_module.load(str(config), str(ROOT / "fetch_queues.py"))
     path = VAR / "preview.png"
     with MySQLStore.from_config(cfg) as store:

@@ -15,9 +15,9 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import urlsplit
 
-from . import http
-from .errors import ConfigError, QMonitError, SinkError
-from .files import State
+from ..core import http
+from ..core.errors import ConfigError, QMonitError, SinkError
+from ..core.files import State
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The PanDA job-statistics source: {queue: {label: {resource: {status: count}}}}."""
 import logging
 
-from . import http
-from .errors import SourceError
+from ..core import http
+from ..core.errors import SourceError
 
 log = logging.getLogger(__name__)
 

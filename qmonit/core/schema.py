@@ -56,7 +56,7 @@ class Measurement:
     @property
     def qualified(self):
         """The quoted "rp"."name" for InfluxQL FROM/INTO clauses."""
-        from .influx import quote_ident
+        from .influxql import quote_ident
         return f"{quote_ident(self.rp)}.{quote_ident(self.name)}"
 
 

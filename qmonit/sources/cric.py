@@ -9,9 +9,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import http, schema
-from .errors import SourceError
-from .files import atomic_write
+from ..core import http, schema
+from ..core.errors import SourceError
+from ..core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
