@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from qmonit.dev.simulator import FINAL_STATUSES, STATUSES, ZERO_FILLED, Simulator, config_urls
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RECORDED = REPO / "tests" / "data" / "recorded"
 V1 = "/api/v1/statistics/job_stats_by_site_share_and_resource_type"
 LEGACY = "/server/panda/get_job_statistics_per_site_label_resource"

@@ -55,7 +55,7 @@ def test_example_documents_every_key_read_by_the_code(tmp_path):
     import configparser
     import re
     from pathlib import Path
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     example = configparser.ConfigParser(inline_comment_prefixes=(";",), interpolation=None)
     example.read(root / "config.cfg.example")
     pattern = re.compile(

@@ -548,7 +548,7 @@ def test_server_side_into_agrees_but_is_not_what_runs(influx_server, tmp_path):
     bench/bench_downsample.py, the reference there): the same rows, tags kept as tags with
     GROUP BY *, and the same field types (sum and count of integers stay integers). It is
     exact; downsample.py does not use it only because it is slower at ATLAS scale."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     from bench_downsample import server_queries
 
     config, influx = new_database(influx_server, tmp_path)
