@@ -23,6 +23,10 @@ over 24 h at 25k series), while reading the points of one slot without grouping 
 
 The 1d rollup part changes once a day; it is cached in data_dir/cache/rollup_averages.json and
 recomputed when T's day changes, while yesterday's rollup is missing, and every 6 hours.
+
+One module of ~650 lines on purpose: the queries, the parsers, the window sums, the files that
+carry them between runs and the seed/step computation are one algorithm whose invariants (what
+enters and leaves each window, when carried sums are dropped) are stated above and checked together.
 """
 import contextlib
 import datetime as dt
