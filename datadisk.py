@@ -5,7 +5,8 @@ complete 10-minute slot to the DATADISKs their queues read from, and write "1h".
 and the datadisk columns of the MySQL `jobs` table."""
 import sys
 
-from qmonit import cli, datadisk
+from qmonit.core import cli
+from qmonit.jobs import datadisk
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,7 @@ simulator, a 6-hour backfill through the real scripts, and a summary."""
 import argparse
 import sys
 
-from qmonit import demo
+from qmonit.dev import demo
 
 
 def main(argv=None) -> int:

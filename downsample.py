@@ -8,7 +8,8 @@ cron run). --start/--end recompute an explicit range. Reruns are idempotent."""
 import datetime as dt
 import sys
 
-from qmonit import cli, downsample
+from qmonit.core import cli
+from qmonit.jobs import downsample
 
 
 def parse_time(text):

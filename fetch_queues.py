@@ -3,7 +3,8 @@
 metadata, into InfluxDB "10m"."jobs" and the MySQL `jobs` snapshot."""
 import sys
 
-from qmonit import cli, fetch
+from qmonit.core import cli
+from qmonit.jobs import fetch
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,8 @@
 MySQL `jobs` table, and a digest of new and cleared flags ([notifications])."""
 import sys
 
-from qmonit import cli, suspicious
+from qmonit.core import cli
+from qmonit.jobs import suspicious
 
 
 def main(argv=None) -> int:

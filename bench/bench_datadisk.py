@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import write_config  # noqa: E402
 
-from qmonit import devservers  # noqa: E402
-from qmonit.simulator import Simulator, config_urls  # noqa: E402
+from qmonit.dev import devservers  # noqa: E402
+from qmonit.dev.simulator import Simulator, config_urls  # noqa: E402
 
 RUNS = 5
 T0 = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)

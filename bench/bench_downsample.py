@@ -2,7 +2,7 @@
 """Benchmark of downsample.py at ATLAS scale: 25k series of 10m jobs points over 48 hours.
 
 Starts its own influxd in a temporary directory, fills "10m"."jobs" with the simulator's counts
-(qmonit.transform.job_lines + Influx.write_lines, as fetch_queues.py writes them), then times
+(qmonit.jobs.transform.job_lines + Influx.write_lines, as fetch_queues.py writes them), then times
 the rollups and, as a reference, InfluxDB's own SELECT ... INTO on the same data. Prints only
 a Markdown section. Usage: .venv/bin/python bench/bench_downsample.py [--series N]
 """
@@ -18,11 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qmonit import cric, devservers, downsample, schema, transform  # noqa: E402
-from qmonit.config import Config  # noqa: E402
-from qmonit.errors import SinkError  # noqa: E402
-from qmonit.influx import Influx, quote_ident, time_literal  # noqa: E402
-from qmonit.simulator import Simulator  # noqa: E402
+from qmonit.core import schema  # noqa: E402
+from qmonit.core.config import Config  # noqa: E402
+from qmonit.core.errors import SinkError  # noqa: E402
+from qmonit.core.influxql import quote_ident, time_literal  # noqa: E402
+from qmonit.dev import devservers  # noqa: E402
+from qmonit.dev.simulator import Simulator  # noqa: E402
+from qmonit.jobs import downsample, transform  # noqa: E402
+from qmonit.sinks.influx import Influx  # noqa: E402
+from qmonit.sources import cric  # noqa: E402
 
 HOUR, DAY = 3600, 86400
 TARGETS = {"hour": 3.0, "day": 3.0, "backfill": 30.0}

@@ -24,8 +24,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 import requests  # noqa: E402
 from conftest import write_config  # noqa: E402
 
-from qmonit import cric, devservers, transform  # noqa: E402
-from qmonit.simulator import Simulator  # noqa: E402
+from qmonit.dev import devservers  # noqa: E402
+from qmonit.dev.simulator import Simulator  # noqa: E402
+from qmonit.jobs import transform  # noqa: E402
+from qmonit.sources import cric  # noqa: E402
 
 RUNS = 5
 T0 = dt.datetime(2026, 11, 25, 0, 0, tzinfo=dt.UTC)

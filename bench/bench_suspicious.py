@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from qmonit import cric, devservers, schema, transform  # noqa: E402
-from qmonit.influx import Influx, time_literal  # noqa: E402
+from qmonit.core import schema  # noqa: E402
+from qmonit.core.influxql import time_literal  # noqa: E402
+from qmonit.dev import devservers  # noqa: E402
+from qmonit.jobs import transform  # noqa: E402
+from qmonit.sinks.influx import Influx  # noqa: E402
+from qmonit.sources import cric  # noqa: E402
 
 SERIES = 25000
 RUNS = 3
@@ -170,8 +174,8 @@ def reference(url, database, slot_epoch, progress_path):
 def main():
     from conftest import write_config
 
-    from qmonit import averages
-    from qmonit.simulator import Simulator
+    from qmonit.dev.simulator import Simulator
+    from qmonit.jobs import averages
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         influx_server = devservers.start_influxdb(tmp / "influx")

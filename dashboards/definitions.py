@@ -2,7 +2,7 @@
 expansion of their variables.
 
 The queries live here, not in the JSON: generate.py turns this model into dashboard JSON with
-the Grafana Foundation SDK, while tests/test_dashboards.py and qmonit/preview.py expand the very
+the Grafana Foundation SDK, while tests/test_dashboards.py and qmonit/dev/preview.py expand the very
 same texts with `expand` and run them on real servers.
 
 Choosing the rollup. InfluxDB 1.x cannot take a retention policy from the time range, and no
@@ -21,9 +21,9 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
-from qmonit import schema
-from qmonit.influx import quote_ident
-from qmonit.mysqlstore import quote_ident as sql_ident
+from qmonit.core import schema
+from qmonit.core.influxql import quote_ident
+from qmonit.sinks.mysqlstore import quote_ident as sql_ident
 
 INFLUXDB, MYSQL = "influxdb", "mysql"
 # Provisioned data sources carry these uids, so the dashboards find them in any Grafana.

@@ -29,8 +29,8 @@ from grafana_foundation_sdk.models import common as common_models  # noqa: E402
 from grafana_foundation_sdk.models import dashboard as models  # noqa: E402
 
 from dashboards import definitions as defs  # noqa: E402
-from qmonit import config as config_module  # noqa: E402
-from qmonit.errors import QMonitError  # noqa: E402
+from qmonit.core import config as config_module  # noqa: E402
+from qmonit.core.errors import QMonitError  # noqa: E402
 
 EXAMPLE_CONFIG = ROOT / "config.cfg.example"
 PROVISIONING = "provisioning"

@@ -11,7 +11,7 @@ sys.path.insert(0, str(ROOT))
 
 from hypothesis import settings  # noqa: E402
 
-from qmonit import devservers  # noqa: E402
+from qmonit.dev import devservers  # noqa: E402
 
 # Fewer examples than hypothesis' default keep `make test` within its time budget; the
 # integration properties set their own, smaller counts.
@@ -68,7 +68,7 @@ def mariadb_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def simulator():
-    from qmonit.simulator import Simulator
+    from qmonit.dev.simulator import Simulator
     sim = Simulator(seed=7, series=3000)
     sim.start()
     yield sim
@@ -86,7 +86,7 @@ def sim(simulator):
 
 
 def write_config(path, influx_url, mysql_port, database, sim_url, data_dir, extra=""):
-    from qmonit.simulator import config_urls
+    from qmonit.dev.simulator import config_urls
     urls = config_urls(sim_url)
     path.write_text(f"""[credentials]
 username = {devservers.DB_USER}
@@ -131,19 +131,19 @@ def config_path(tmp_path, influx_server, mariadb_server, sim, database_name):
 
 @pytest.fixture
 def config(config_path):
-    from qmonit import config as config_module
+    from qmonit.core import config as config_module
     return config_module.load(str(config_path), str(ROOT / "fetch_queues.py"))
 
 
 @pytest.fixture
 def influx(config):
-    from qmonit.influx import Influx
+    from qmonit.sinks.influx import Influx
     return Influx.from_config(config)
 
 
 @pytest.fixture
 def mysql(config):
-    from qmonit.mysqlstore import MySQLStore
+    from qmonit.sinks.mysqlstore import MySQLStore
     store = MySQLStore.from_config(config)
     yield store
     store.close()

@@ -17,10 +17,11 @@ from conftest import CLOCK, ROOT, write_config
 
 from dashboards import definitions as defs
 from dashboards import generate
-from qmonit import schema
-from qmonit.influx import Influx, quote_ident, quote_string
-from qmonit.mysqlstore import MySQLStore
-from qmonit.simulator import Simulator, config_urls
+from qmonit.core import schema
+from qmonit.core.influxql import quote_ident, quote_string
+from qmonit.dev.simulator import Simulator, config_urls
+from qmonit.sinks.influx import Influx
+from qmonit.sinks.mysqlstore import MySQLStore
 
 UTC = dt.UTC
 HOUR = dt.timedelta(hours=1)
@@ -112,7 +113,7 @@ def build(influx_server, mariadb_server, directory, database, before_midnight=2,
         directory / "config.cfg", influx_server.url, mariadb_server.port, database, sim.url,
         directory / "data",
         extra=f"\n[credentials_monit_grafana]\ntoken = demo\nurl = {urls['monit_url']}\n")
-    from qmonit import config as config_module
+    from qmonit.core import config as config_module
     config = config_module.load(str(config_path), str(ROOT / "fetch_queues.py"))
     now = CLOCK
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -1,0 +1,280 @@
+"""The suspicious-sites job: moving averages at slot T, flags where the current number of jobs
+departs sharply from its baseline (queue and site level), the MySQL avg* columns, and a
+digest of new and cleared flags.
+
+Flag rules ([suspicious]): a series of a watched status is a spike when
+current >= spike_factor * baseline, a drop when current <= drop_factor * baseline, and
+neither when |current - baseline| < min_change. Its score ranks flags:
+
+    score = |current - baseline| * |log2((current + 1) / (baseline + 1))|
+
+(jobs moved times doublings or halvings), so a 500 -> 0 collapse (score ~4500) ranks far
+above a 30 -> 10 wobble (~30). A site sums every queue, label and resource of an atlas_site:
+its current and its baseline are the sums of its series' (queues CRIC does not know, site
+"unknown", are not summed into a site).
+"""
+import datetime as dt
+import logging
+import math
+import sys
+import time
+from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from ..core import schema
+from ..core.errors import ConfigError, SinkError, SourceError
+from ..core.influxql import quote_ident, time_literal
+from ..sinks import notify
+from ..sinks.influx import Influx, retention_durations
+from ..sinks.mysqlstore import MySQLStore, update_jobs
+from ..sinks.mysqlstore import quote_ident as sql_ident
+from . import averages as averages_module
+from . import transform
+from .fetch import STALE_AFTER
+from .runs import Run, print_lines, print_rows
+
+log = logging.getLogger(__name__)
+
+SCRIPT = "suspicious"
+SECTION = "suspicious"
+QUEUE, SITE = "queue", "site"
+SPIKE, DROP = "spike", "drop"
+
+Flag = namedtuple("Flag", schema.SUSPICIOUS.tags + schema.SUSPICIOUS.fields)
+
+
+class Rules:
+    """The [suspicious] section."""
+
+    def __init__(self, statuses=("running", "activated", "assigned", "failed"),
+                 baseline="avg24h", spike_factor=2.0, drop_factor=0.5, min_change=20.0):
+        self.statuses = tuple(statuses)
+        self.baseline = baseline
+        self.spike_factor = spike_factor
+        self.drop_factor = drop_factor
+        self.min_change = min_change
+
+    @classmethod
+    def from_config(cls, config):
+        default = cls()
+        statuses = config.get_list(SECTION, "statuses", list(default.statuses))
+        unknown = [s for s in statuses if s not in schema.STATUSES]
+        if unknown or not statuses:
+            raise ConfigError(config.path, f"unknown job status {', '.join(unknown) or '(none)'}"
+                              f"; use some of {', '.join(schema.STATUSES)}", SECTION, "statuses")
+        spike = config.get_float(SECTION, "spike_factor", default.spike_factor)
+        if not spike > 1:
+            raise ConfigError(config.path, f"must be above 1, got {spike:g}", SECTION,
+                              "spike_factor")
+        drop = config.get_float(SECTION, "drop_factor", default.drop_factor)
+        if not 0 <= drop < 1:
+            raise ConfigError(config.path, f"must be in [0, 1), got {drop:g}", SECTION,
+                              "drop_factor")
+        min_change = config.get_float(SECTION, "min_change", default.min_change)
+        if not min_change >= 0:
+            raise ConfigError(config.path, f"must be at least 0, got {min_change:g}", SECTION,
+                              "min_change")
+        return cls(statuses,
+                   config.get_choice(SECTION, "baseline", schema.AVERAGE_WINDOWS,
+                                     default.baseline),
+                   spike, drop, min_change)
+
+    def direction(self, current, baseline):
+        """spike, drop or None for one series (None also when there is no baseline)."""
+        if baseline is None:
+            return None
+        change = current - baseline
+        if abs(change) < self.min_change:
+            return None
+        if change > 0 and current >= self.spike_factor * baseline:
+            return SPIKE
+        if change < 0 and current <= self.drop_factor * baseline:
+            return DROP
+        return None
+
+
+def score(current, baseline):
+    return abs(current - baseline) * abs(math.log2((current + 1) / (baseline + 1)))
+
+
+def _flag(rules, level, site, queue, label, resource, status, cloud, current, baseline):
+    direction = rules.direction(current, baseline)
+    if direction is None:
+        return None
+    return Flag(level, site, queue, label, resource, status, cloud, direction, current,
+                float(baseline), current / baseline if baseline > 0 else None,
+                score(current, baseline))
+
+
+def find_flags(series, rules):
+    """Queue- and site-level flags from averages.Average records; pure. Highest score first."""
+    watched = set(rules.statuses)
+    baseline_of = rules.baseline
+    flags = []
+    sites = {}  # (atlas_site, status) -> [current, baseline, has baseline, {cloud: count}]
+    for a in series:
+        if a.job_status not in watched:
+            continue
+        baseline = getattr(a, baseline_of)
+        flag = _flag(rules, QUEUE, a.atlas_site, a.panda_queue, a.prod_source, a.resource,
+                     a.job_status, a.cloud, a.current, baseline)
+        if flag:
+            flags.append(flag)
+        if not a.atlas_site or a.atlas_site == schema.UNKNOWN:
+            continue
+        total = sites.get((a.atlas_site, a.job_status))
+        if total is None:
+            total = sites[(a.atlas_site, a.job_status)] = [0, 0.0, False, {}]
+        total[0] += a.current
+        if baseline is not None:
+            total[1] += baseline
+            total[2] = True
+        total[3][a.cloud] = total[3].get(a.cloud, 0) + 1
+    for (site, status), (current, baseline, has_baseline, clouds) in sorted(sites.items()):
+        cloud = min(clouds, key=lambda c: (-clouds[c], c))
+        flag = _flag(rules, SITE, site, schema.ALL, schema.ALL, schema.ALL, status, cloud,
+                     current, baseline if has_baseline else None)
+        if flag:
+            flags.append(flag)
+    flags.sort(key=lambda f: (-f.score, f.level, f.atlas_site, f.panda_queue, f.prod_source,
+                              f.resource, f.job_status))
+    return flags
+
+
+def flag_points(flags, slot):
+    timestamp = int(slot.timestamp())
+    tag_names = schema.SUSPICIOUS.tags
+    return [transform.Point({t: getattr(f, t) for t in tag_names},
+                            {"current": int(f.current), "baseline": f.baseline,
+                             "ratio": f.ratio, "score": f.score}, timestamp)
+            for f in flags]
+
+
+AVG_COLUMNS = tuple(schema.avg_column(w, s) for w in schema.AVERAGE_WINDOWS
+                    for s in schema.MYSQL_AVG_STATUSES)
+MYSQL_COLUMNS = schema.MYSQL_KEY + AVG_COLUMNS
+
+
+def mysql_rows(series):
+    """One row per (panda_queue, prod_source, resource) in MYSQL_COLUMNS order; pure.
+    A window without data is NULL."""
+    statuses = set(schema.MYSQL_AVG_STATUSES)
+    rows = {}
+    for a in series:
+        if a.job_status not in statuses:
+            continue
+        row = rows.get(a[:3])
+        if row is None:
+            row = rows[a[:3]] = {}
+        for window in schema.AVERAGE_WINDOWS:
+            row[schema.avg_column(window, a.job_status)] = getattr(a, window)
+    return [key + tuple(row.get(c) for c in AVG_COLUMNS) for key, row in sorted(rows.items())]
+
+
+def write_mysql(mysql, rows, slot):
+    """Fill the avg* columns of existing rows and remove stale rows, in one transaction.
+
+    A row that PanDA reported after slot (a backfill runs behind) keeps its newer values.
+    Returns (rows updated, rows removed)."""
+    when = slot.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def work(cur):
+        updated = update_jobs(cur, "suspicious_averages", MYSQL_COLUMNS, schema.MYSQL_KEY,
+                              AVG_COLUMNS, rows, where="j.`last_seen` <= %s", params=(when,))
+        cur.execute(f"DELETE FROM {sql_ident(schema.MYSQL_JOBS_TABLE)} WHERE `last_seen` < %s",
+                    (when - STALE_AFTER,))
+        return updated, cur.rowcount
+
+    return mysql.transaction(work)
+
+
+def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
+    """One run for the slot that holds `now`. Sinks default to the config's."""
+    rules = Rules.from_config(config)
+    settings = notify.Settings.from_config(config)
+    durations = retention_durations(config)
+    data_dir = config.data_dir()
+    influx = influx or Influx.from_config(config)
+    mysql = mysql or MySQLStore.from_config(config)
+    slot = transform.slot_of(now)
+    influx.check_retained(schema.RP_10M, slot)
+    record = Run(SCRIPT, slot)
+    try:
+        if not dry_run:
+            influx.ensure_database(durations)
+        series, at_slot = averages_module.compute(influx, slot, data_dir, save=not dry_run)
+        if not at_slot:
+            raise SourceError(f"InfluxDB {influx.url}", f"no {schema.JOBS.qualified} points at "
+                              f"{slot:%Y-%m-%d %H:%M:%S} UTC (has fetch_queues.py run for it?)")
+    except Exception:
+        if not dry_run:
+            record.errors = 1
+            record.record(influx, "error")
+        raise
+
+    started = time.monotonic()
+    flags = find_flags(series, rules)
+    rows = mysql_rows(series)
+    if dry_run:
+        print_lines(schema.AVERAGES, _average_lines(series, slot, flags, rows, started), out)
+        print_lines(schema.SUSPICIOUS, transform.encode(schema.SUSPICIOUS,
+                                                        flag_points(flags, slot)), out)
+        print_rows("update avg columns of", MYSQL_COLUMNS, rows, out)
+        when = slot.replace(tzinfo=None) - STALE_AFTER
+        print(f"# would delete the rows of MySQL `{schema.MYSQL_JOBS_TABLE}` last seen before "
+              f"{when:%Y-%m-%d %H:%M:%S}", file=out or sys.stdout)
+        notify.notify(settings, flags, slot, data_dir, dry_run=True, out=out)
+        return 0
+
+    # MySQL mostly waits on its server: it runs beside the encoding and the InfluxDB write.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        mysql_done = pool.submit(update_mysql, mysql, rows, slot)
+        try:
+            lines = (_average_lines(series, slot, flags, rows, started)
+                     + transform.encode(schema.SUSPICIOUS, flag_points(flags, slot)))
+            started = time.monotonic()
+            _clear_flags(influx, slot)
+            influx.write_lines(schema.RP_10M, lines)
+            record.points = len(lines)
+            log.debug("InfluxDB: %d points in %.2f s", record.points,
+                      time.monotonic() - started)
+            # Not after MySQL: an operator hears of a collapse even while MySQL is down.
+            record.errors += notify.notify(settings, flags, slot, data_dir)
+            mysql_done.result()
+        except Exception:
+            record.errors += 1
+            record.record(influx, "error")
+            raise
+        finally:
+            wait([mysql_done])
+            mysql.close()
+    record.record(influx, "ok")
+    return 0
+
+
+def _average_lines(series, slot, flags, rows, started):
+    lines = transform.encode(schema.AVERAGES, averages_module.points(series, slot))
+    log.debug("slot %s: %d series, %d flags (%d at site level), %d MySQL rows; %.2f s",
+              slot, len(series), len(flags), sum(f.level == SITE for f in flags), len(rows),
+              time.monotonic() - started)
+    return lines
+
+
+def update_mysql(mysql, rows, slot):
+    """The jobs table (created when missing), its avg columns and the stale rows removed."""
+    started = time.monotonic()
+    mysql.ensure_jobs_table()
+    updated, removed = write_mysql(mysql, rows, slot)
+    log.debug("MySQL: %d rows updated, %d stale removed in %.2f s", updated, removed,
+              time.monotonic() - started)
+
+
+def _clear_flags(influx, slot):
+    """Remove flags an earlier run wrote at this slot, so that a rerun leaves only its own."""
+    at = time_literal(slot)
+    try:
+        influx.query(f"DELETE FROM {quote_ident(schema.SUSPICIOUS.name)} "
+                     f"WHERE time >= {at} AND time <= {at}")
+    except SinkError as e:
+        # The write that follows spools its points if InfluxDB is gone.
+        log.debug("could not clear earlier flags at %s: %s", slot, e)

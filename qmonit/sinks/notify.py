@@ -1,0 +1,223 @@
+"""Notifications of suspicious flags: one digest per run of what is new and what cleared,
+by email (SMTP) and/or a webhook (JSON {"text": ...}, as Slack and Mattermost accept).
+
+Each channel remembers under data_dir what it last delivered, so nobody is told the same
+thing every 10 minutes, and a digest that could not be sent is retried by the next run. A
+failed delivery is logged and counted; it never fails the run.
+"""
+import datetime as dt
+import json
+import logging
+import smtplib
+import ssl
+import sys
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from urllib.parse import urlsplit
+
+from ..core import http
+from ..core.errors import ConfigError, QMonitError, SinkError
+from ..core.files import State
+
+log = logging.getLogger(__name__)
+
+SECTION = "notifications"
+LEVELS = ("site", "queue")
+STATE_NAME = "suspicious_notifications"
+
+
+class EmailChannel:
+    name = "email"
+
+    def __init__(self, host, port, sender, recipients, starttls=False, username="",
+                 password="", timeout=20):
+        self.host, self.port = host, port
+        self.sender, self.recipients = sender, list(recipients)
+        self.starttls = starttls
+        self.username, self.password = username, password
+        self.timeout = timeout
+
+    @property
+    def target(self):
+        return f"SMTP {self.host}:{self.port}"
+
+    def send(self, subject, text):
+        message = EmailMessage()
+        message["Subject"] = subject
+        message["From"] = self.sender
+        message["To"] = ", ".join(self.recipients)
+        message["Date"] = formatdate(usegmt=True)
+        message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
+        message.set_content(text)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self.username:
+                    smtp.login(self.username, self.password)
+                smtp.send_message(message)
+        except (smtplib.SMTPException, OSError) as e:
+            raise SinkError(self.target, _reason(e)) from None
+
+
+class WebhookChannel:
+    name = "webhook"
+
+    def __init__(self, url, timeout=20, session=None):
+        self.url = url
+        self.timeout = timeout
+        self.session = session or http.session()
+
+    @property
+    def target(self):
+        # Webhook URLs carry their secret in the path: name the server only.
+        parts = urlsplit(self.url)
+        return f"webhook {parts.scheme}://{parts.netloc}"
+
+    def send(self, subject, text):
+        try:
+            http.fetch(self.session, self.url, self.timeout, method="POST",
+                       data=json.dumps({"text": text}).encode(),
+                       headers={"Content-Type": "application/json"})
+        except QMonitError as e:
+            reason = str(getattr(e, "reason", e))
+            parts = urlsplit(self.url)
+            secret = parts.path + (f"?{parts.query}" if parts.query else "")
+            if len(secret) > 1:
+                reason = reason.replace(secret, "/...")
+            raise SinkError(self.target, reason) from None
+
+
+def _reason(error):
+    if isinstance(error, smtplib.SMTPResponseException):
+        text = error.smtp_error
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        return f"{error.smtp_code} {' '.join(text.split())}"
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        return "recipients refused: " + ", ".join(sorted(error.recipients))
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+class Settings:
+    """The [notifications] section: channels, which levels, and how long a digest may be."""
+
+    def __init__(self, channels=(), levels=LEVELS, max_items=50):
+        self.channels = list(channels)
+        self.levels = tuple(levels)
+        self.max_items = max_items
+
+    @classmethod
+    def from_config(cls, config):
+        channels = []
+        host = config.get(SECTION, "smtp_host", "")
+        if host:
+            recipients = config.get_list(SECTION, "email_to", "")
+            if not recipients:
+                raise ConfigError(config.path, "needed when smtp_host is set", SECTION,
+                                  "email_to")
+            channels.append(EmailChannel(
+                host, config.get_int(SECTION, "smtp_port", 25, minimum=1),
+                config.get(SECTION, "email_from", "qmonit@localhost"), recipients,
+                starttls=config.get_bool(SECTION, "smtp_starttls", False),
+                username=config.get(SECTION, "smtp_username", ""),
+                password=config.get(SECTION, "smtp_password", ""),
+                timeout=config.get_float(SECTION, "timeout", 20)))
+        url = config.get(SECTION, "webhook_url", "")
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(config.path, "not an http(s) URL", SECTION, "webhook_url")
+            channels.append(WebhookChannel(url, config.get_float(SECTION, "timeout", 20)))
+        levels = config.get_list(SECTION, "levels", list(LEVELS))
+        bad = [level for level in levels if level not in LEVELS]
+        if bad or not levels:
+            raise ConfigError(config.path, f"levels are {' and '.join(LEVELS)}, "
+                              f"got {', '.join(bad or levels) or 'none'}", SECTION, "levels")
+        return cls(channels, levels, config.get_int(SECTION, "max_items", 50, minimum=1))
+
+
+def flag_id(flag):
+    """A flag's identity across runs: where, which status, which way."""
+    return "|".join((flag.level, flag.atlas_site, flag.panda_queue, flag.prod_source,
+                     flag.resource, flag.job_status, flag.direction))
+
+
+def label(flag):
+    if flag.level == "site":
+        return f"site {flag.atlas_site}: {flag.job_status} {flag.direction}"
+    return (f"queue {flag.panda_queue} {flag.prod_source}/{flag.resource} "
+            f"({flag.atlas_site}): {flag.job_status} {flag.direction}")
+
+
+def describe(flag):
+    ratio = "new" if flag.ratio is None else f"x{flag.ratio:.2f}"
+    return (f"{label(flag)}, {flag.current} jobs vs baseline {flag.baseline:.1f} ({ratio}), "
+            f"score {flag.score:.0f}")
+
+
+def digest(new, cleared, slot, max_items):
+    """(subject, text) of one digest; pure. new: flags, highest score first; cleared: labels."""
+    when = slot.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    subject = f"QMonit suspicious: {len(new)} new, {len(cleared)} cleared at {when} UTC"
+    lines = [subject]
+    if new:
+        lines += ["", f"New ({len(new)}), highest score first:"]
+        lines += [f"  {describe(f)}" for f in new[:max_items]]
+        if len(new) > max_items:
+            lines.append(f"  ... and {len(new) - max_items} more")
+    if cleared:
+        lines += ["", f"Cleared ({len(cleared)}):"]
+        lines += [f"  {text}" for text in cleared[:max_items]]
+        if len(cleared) > max_items:
+            lines.append(f"  ... and {len(cleared) - max_items} more")
+    return subject, "\n".join(lines) + "\n"
+
+
+def changes(flags, delivered):
+    """(new flags by descending score, labels of cleared flags) against a delivered
+    {flag_id: label}; pure."""
+    current = {flag_id(f): f for f in flags}
+    new = sorted((f for i, f in current.items() if i not in delivered),
+                 key=lambda f: (-f.score, flag_id(f)))
+    cleared = sorted(text for i, text in delivered.items() if i not in current)
+    return new, cleared
+
+
+def notify(settings, flags, slot, data_dir, dry_run=False, out=None):
+    """Send each channel its digest of changes since what it last delivered; returns the
+    number of channels that failed. A backfill (a slot older than the last one delivered)
+    notifies nobody."""
+    if not settings.channels:
+        return 0
+    flags = [f for f in flags if f.level in settings.levels]
+    state = State(data_dir, STATE_NAME)
+    delivered = state.load().get("channels") or {}
+    epoch = int(slot.timestamp())
+    errors = 0
+    for channel in settings.channels:
+        before = delivered.get(channel.name) or {}
+        if int(before.get("slot", 0)) > epoch:
+            log.debug("%s: slot %s is older than the last delivered; not notifying",
+                      channel.name, slot)
+            continue
+        new, cleared = changes(flags, before.get("flags") or {})
+        if new or cleared:
+            subject, text = digest(new, cleared, slot, settings.max_items)
+            if dry_run:
+                print(f"# would notify by {channel.name} ({channel.target}): {subject}",
+                      file=out or sys.stdout)
+                print(text, end="", file=out or sys.stdout)
+                continue
+            try:
+                channel.send(subject, text)
+            except SinkError as e:
+                log.warning("notification by %s failed: %s", channel.name, e)
+                errors += 1
+                continue
+            log.debug("%s: notified %d new, %d cleared", channel.name, len(new), len(cleared))
+        delivered[channel.name] = {"slot": epoch, "flags": {flag_id(f): label(f) for f in flags}}
+    if not dry_run:
+        state.save({"channels": delivered})
+    return errors

@@ -1,0 +1,160 @@
+"""CRIC: queue metadata and the slow site/ddmendpoint/federation data, cached under data_dir.
+
+A refresh writes the cache atomically. When CRIC fails, the last good copy is used with a
+warning; with no copy, the SourceError goes up and the run exits 1.
+"""
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core import http, schema
+from ..core.errors import SourceError
+from ..core.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+KINDS = ("pandaqueue", "site", "ddmendpoint", "federation")
+# The shape each kind must have, to reject a truncated or wrong reply before caching it.
+_SHAPES = {"pandaqueue": dict, "site": list, "ddmendpoint": list, "federation": dict}
+
+
+class Cache:
+    def __init__(self, data_dir):
+        self.directory = Path(data_dir) / "cric"
+
+    def path(self, kind):
+        return self.directory / f"{kind}.json"
+
+    def read(self, kind):
+        """The cached payload, or None when there is none (or it is unreadable)."""
+        path = self.path(kind)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.warning("ignoring unreadable CRIC cache %s: %s", path, e)
+            return None
+
+    def write(self, kind, payload):
+        atomic_write(self.path(kind), json.dumps(payload))
+
+    def age(self, kind):
+        try:
+            mtime = self.path(kind).stat().st_mtime
+        except FileNotFoundError:
+            return None
+        return dt.datetime.now(dt.UTC).timestamp() - mtime
+
+
+def refresh(session, cache, kind, url, timeout, dry_run=False):
+    """Fetch one CRIC payload and cache it; on failure fall back to the cached copy."""
+    try:
+        payload = http.parse_json(url, http.fetch(session, url, timeout))
+        if not isinstance(payload, _SHAPES[kind]) or not payload:
+            raise SourceError(url, f"expected a non-empty JSON {_SHAPES[kind].__name__}")
+    except SourceError as e:
+        cached = cache.read(kind)
+        if cached is None:
+            raise
+        age = cache.age(kind) or 0
+        log.warning("CRIC %s failed (%s); using the cached copy from %.1f h ago",
+                    kind, e, age / 3600)
+        return cached
+    if not dry_run:
+        cache.write(kind, payload)
+    return payload
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """What the jobs points and rows need from CRIC for one PanDA queue."""
+    atlas_site: str = schema.UNKNOWN
+    cloud: str = schema.UNKNOWN
+    country: str = schema.UNKNOWN
+    tier: str = schema.UNKNOWN
+    type: str = schema.UNKNOWN
+    site_state: str = schema.UNKNOWN
+    federation: str = schema.UNKNOWN
+    rc_site: str = schema.UNKNOWN
+    resource_type: str = schema.UNKNOWN
+    corecount: int = 1
+    corepower: float = 0.0
+    read_lan: tuple = field(default=())
+
+    def tags(self):
+        return {schema.ATLAS_SITE: self.atlas_site, schema.CLOUD: self.cloud,
+                schema.COUNTRY: self.country, schema.TIER: self.tier, schema.TYPE: self.type,
+                schema.SITE_STATE: self.site_state, schema.FEDERATION: self.federation}
+
+
+UNKNOWN_QUEUE = QueueInfo()
+
+
+def _text(value):
+    if value is None:
+        return schema.UNKNOWN
+    value = str(value).strip()
+    return value or schema.UNKNOWN
+
+
+def _number(value, default, kind):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number > 0 else default
+
+
+def queue_metadata(pandaqueues):
+    """{PanDA queue: QueueInfo} keyed by CRIC's panda_resource (not the CRIC key)."""
+    queues = {}
+    for name in sorted(pandaqueues):
+        entry = pandaqueues[name]
+        if not isinstance(entry, dict) or not entry:
+            continue
+        panda_queue = entry.get("panda_resource") or name
+        if panda_queue in queues:
+            log.debug("CRIC queues %s and another both map to %s; keeping the first",
+                      name, panda_queue)
+            continue
+        astorages = entry.get("astorages") or {}
+        read_lan = astorages.get("read_lan") if isinstance(astorages, dict) else None
+        queues[panda_queue] = QueueInfo(
+            atlas_site=_text(entry.get("atlas_site")),
+            cloud=_text(entry.get("cloud")),
+            country=_text(entry.get("country")),
+            tier=_text(entry.get("tier")),
+            type=_text(entry.get("type")),
+            site_state=_text(entry.get("site_state")),
+            federation=_text(entry.get("rc")),
+            rc_site=_text(entry.get("rc_site")),
+            resource_type=_text(entry.get("resource_type")),
+            corecount=_number(entry.get("corecount"), 1, int),
+            corepower=_number(entry.get("corepower"), 0.0, float),
+            read_lan=tuple(str(x) for x in read_lan or ()),
+        )
+    return queues
+
+
+def quarter(now):
+    return f"Q{(now.month - 1) // 3 + 1}"
+
+
+def federation_pledges(federations, now):
+    """{federation name: ATLAS CPU pledge (HS06) of the current quarter}; missing ones absent."""
+    pledges = {}
+    if not isinstance(federations, dict):
+        return pledges
+    year, q = str(now.year), quarter(now)
+    for name, federation in federations.items():
+        try:
+            cpu = federation["pledges"][year][q]["atlas"]["CPU"]
+        except (KeyError, TypeError):
+            continue
+        if isinstance(cpu, (int, float)) and not isinstance(cpu, bool):
+            pledges[name] = float(cpu)
+    return pledges

@@ -1,0 +1,62 @@
+"""The PanDA job-statistics source: {queue: {label: {resource: {status: count}}}}."""
+import logging
+
+from ..core import http
+from ..core.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+V1_PATH = "/api/v1/statistics/job_stats_by_site_share_and_resource_type"
+LEGACY_PATH = "/server/panda/get_job_statistics_per_site_label_resource"
+APIS = ("v1", "legacy")
+MAX_TIME_WINDOW = 60
+
+
+def stats_url(base_url, api, time_window):
+    path = V1_PATH if api == "v1" else LEGACY_PATH
+    return f"{base_url.rstrip('/')}{path}?time_window={int(time_window)}"
+
+
+def fetch_job_stats(session, base_url, api, time_window, timeout):
+    """Ask PanDA for the job counts; SourceError names the URL when anything is wrong."""
+    url = stats_url(base_url, api, time_window)
+    text = http.fetch(session, url, timeout, headers={"Accept": "application/json"})
+    payload = http.parse_json(url, text, allow_python_literal=True)
+    if api == "v1":
+        if not isinstance(payload, dict) or "data" not in payload:
+            raise SourceError(url, "reply has no 'data'")
+        if payload.get("success") is not True:
+            message = " ".join(str(payload.get("message") or "no message").split())[:200]
+            raise SourceError(url, f"success is false: {message}")
+        payload = payload["data"]
+    return validate(url, payload)
+
+
+def validate(url, stats):
+    """Check the four-level shape and that every count is a non-negative integer."""
+    if not isinstance(stats, dict):
+        raise SourceError(url, f"expected an object of queues, got {type(stats).__name__}")
+    for queue, labels in stats.items():
+        if not isinstance(labels, dict):
+            raise SourceError(url, f"queue {queue!r}: expected an object of labels")
+        for label, resources in labels.items():
+            if not isinstance(resources, dict):
+                raise SourceError(url, f"{queue}/{label}: expected an object of resource types")
+            for resource, statuses in resources.items():
+                if not isinstance(statuses, dict):
+                    raise SourceError(url, f"{queue}/{label}/{resource}: expected an object")
+                for status, count in statuses.items():
+                    if type(count) is not int or count < 0:
+                        raise SourceError(url, f"{queue}/{label}/{resource}/{status}: "
+                                          f"bad count {count!r}")
+    return stats
+
+
+def time_window(configured, last_slot, slot):
+    """Minutes since the last successful slot, at least the configured value, at most 60.
+
+    So a missed cron run loses no finished or failed jobs (configured is 1..60)."""
+    window = configured
+    if last_slot is not None and slot > last_slot:
+        window = max(configured, int((slot - last_slot).total_seconds() // 60))
+    return min(window, MAX_TIME_WINDOW)

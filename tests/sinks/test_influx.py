@@ -1,0 +1,202 @@
+"""sinks/influx.py on a real InfluxDB: retention policies, the spool, chunked reads, quoting."""
+import itertools
+
+import pytest
+from conftest import CLOCK
+
+from qmonit.core import lineprotocol
+from qmonit.core.config import Config
+from qmonit.core.errors import ConfigError, SinkError
+from qmonit.core.influxql import quote_ident, quote_string
+from qmonit.dev.devservers import free_port
+from qmonit.sinks import influx as influx_module
+from qmonit.sinks.influx import Influx
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def db(influx_server, tmp_path):
+    """A fresh database on the session's InfluxDB, spooling under tmp_path/spool."""
+    client = Influx(influx_server.url, f"qmonit_influx_{next(_names)}",
+                    spool_dir=tmp_path / "spool")
+    yield client
+    client.query(f"DROP DATABASE {quote_ident(client.database)}")
+
+
+def policies(client):
+    (series,) = client.query(f"SHOW RETENTION POLICIES ON {quote_ident(client.database)}")[0]
+    return {row[0]: (influx_module.duration_seconds(row[1]),
+                     influx_module.duration_seconds(row[2])) for row in series["values"]}
+
+
+# One timestamp for the whole file: lines for "the same point" must be the same second.
+NOW = int(CLOCK.timestamp())
+
+
+def now_line(value, measurement="probe"):
+    return f"{measurement},k=v value={value}i {NOW}"
+
+
+def values(client, measurement="probe"):
+    series = client.query(f'SELECT "value" FROM "10m".{quote_ident(measurement)}')[0]
+    return [row[1] for s in series for row in s["values"]]
+
+
+# --- retention policies ---------------------------------------------------------------------
+
+def test_ensure_database_creates_the_policies(db):
+    db.ensure_database()
+    rps = policies(db)
+    assert rps["10m"][0] == 7 * 86400 and rps["1h"][0] == 180 * 86400 and rps["1d"][0] == 0
+    db.ensure_database()  # idempotent
+    assert policies(db) == rps
+
+
+def test_changed_durations_are_applied(db):
+    db.ensure_database()
+    # Shorter than the existing shard groups (180d and INF have 7-day groups): influxd refuses
+    # that unless the shard group duration changes with it.
+    db.ensure_database({"10m": "2d", "1h": "3d", "1d": "5d"})
+    rps = policies(db)
+    assert rps["10m"] == (2 * 86400, 86400)
+    assert rps["1h"] == (3 * 86400, 86400)
+    assert rps["1d"] == (5 * 86400, 86400)
+    db.ensure_database({"10m": "30h", "1h": "400d", "1d": "INF"})
+    rps = policies(db)
+    assert rps["10m"] == (30 * 3600, 3600)
+    assert rps["1h"] == (400 * 86400, 7 * 86400)
+    assert rps["1d"] == (0, 7 * 86400)
+
+
+def test_data_survives_a_duration_change(db):
+    db.ensure_database()
+    db.write_lines("10m", [now_line(3)])
+    db.ensure_database({"10m": "3d"})
+    assert values(db) == [3]
+
+
+def config_with(text, tmp_path):
+    return Config.from_string(f"[influxdb]\n{text}\n", path=tmp_path / "c.cfg")
+
+
+def test_retention_durations_from_config(tmp_path):
+    assert influx_module.retention_durations(config_with("", tmp_path)) == {
+        "10m": "7d", "1h": "180d", "1d": "INF"}
+    got = influx_module.retention_durations(config_with("rp_1h = 1h30m\nrp_1d = 520w", tmp_path))
+    assert got["1h"] == "1h30m" and got["1d"] == "520w"
+    with pytest.raises(ConfigError, match=r"\[influxdb\] rp_1d"):
+        influx_module.retention_durations(config_with("rp_1d = forever", tmp_path))
+    with pytest.raises(ConfigError, match=r"\[influxdb\] rp_10m.*25h"):
+        influx_module.retention_durations(config_with("rp_10m = 24h", tmp_path))
+
+
+def test_shard_durations_follow_influxd():
+    assert influx_module.shard_duration(0) == "7d"
+    assert influx_module.shard_duration(180 * 86400) == "7d"
+    assert influx_module.shard_duration(179 * 86400) == "1d"
+    assert influx_module.shard_duration(2 * 86400) == "1d"
+    assert influx_module.shard_duration(47 * 3600) == "1h"
+
+
+# --- the spool ------------------------------------------------------------------------------
+
+def test_unreachable_influxdb_spools_and_the_next_write_flushes_first(db, tmp_path):
+    db.ensure_database()
+    down = Influx(f"http://127.0.0.1:{free_port()}", db.database, spool_dir=tmp_path / "spool")
+    with pytest.raises(SinkError) as failure:
+        down.write_lines("10m", [now_line(1), now_line(2, "other")])
+    assert down.url in str(failure.value) and "kept in" in str(failure.value)
+    (spooled,) = (tmp_path / "spool").glob("*.lp")
+    assert spooled.name.endswith(".10m.lp")
+    assert spooled.read_text().splitlines() == [now_line(1), now_line(2, "other")]
+
+    # Same series and second: the spooled value goes first, the new one overwrites it.
+    db.write_lines("10m", [now_line(5)])
+    assert values(db) == [5] and values(db, "other") == [2]
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_spool_keeps_order_over_several_failures(db, tmp_path):
+    db.ensure_database()
+    down = Influx(f"http://127.0.0.1:{free_port()}", db.database, spool_dir=tmp_path / "spool")
+    for value in (1, 2):
+        with pytest.raises(SinkError):
+            down.write_lines("10m", [now_line(value)])
+    assert len(list((tmp_path / "spool").glob("*.lp"))) == 2
+    assert db.flush_spool() == 2
+    assert values(db) == [2]
+
+
+def test_rejected_spool_file_is_set_aside(db, tmp_path):
+    db.ensure_database()
+    db.write_lines("10m", [now_line(1)])
+    # A field type conflict: InfluxDB answers 400 and will never take these lines.
+    bad = db.spool.put("10m", [f'probe,k=v value="text" {NOW}'])
+    good = db.spool.put("10m", [now_line(7, "other")])
+    db.write_lines("10m", [now_line(9, "third")])
+    assert not bad.exists() and bad.with_suffix(".rejected").exists()
+    assert not good.exists()
+    assert values(db, "other") == [7] and values(db, "third") == [9]
+
+
+def test_spooled_lines_for_a_missing_policy_stay_spooled(db, tmp_path):
+    """A 404/500-type failure (not a 400) keeps the file for a later run."""
+    db.ensure_database()
+    kept = db.spool.put("nosuchrp", [now_line(1)])
+    with pytest.raises(SinkError):
+        db.write_lines("10m", [now_line(2)])
+    assert kept.exists()
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+def test_query_chunks_reads_everything_past_the_row_limit(db):
+    db.ensure_database()
+    start = NOW - 3600
+    db.write_lines("10m", [f"probe,k=s{i % 7} value={i}i {start + i}" for i in range(2500)])
+    series = list(db.query_chunks('SELECT "value", "k"::tag FROM "10m"."probe"', chunk_size=300))
+    assert len(series) > 1
+    rows = [row for s in series for row in s["values"]]
+    assert sorted(row[1] for row in rows) == list(range(2500))
+    assert all(row[2] == f"s{row[1] % 7}" for row in rows)
+
+
+def test_query_errors_name_the_server(db):
+    with pytest.raises(SinkError, match="database not found") as failure:
+        list(db.query_chunks('SELECT * FROM "10m"."probe"'))
+    assert db.url in str(failure.value)
+    with pytest.raises(SinkError, match="error parsing query"):
+        db.query("SELEC nothing")
+
+
+def test_quoting_round_trips_odd_names(db):
+    db.ensure_database()
+    name, tag = 'we"ird na,me', "it's a\\b"
+    db.write_lines("10m", [f"{lineprotocol.escape_measurement(name)},"
+                           f"k={lineprotocol.escape_key(tag)} value=1i {NOW}"])
+    series = db.query(f'SELECT "value" FROM "10m".{quote_ident(name)} '
+                      f'WHERE "k" = {quote_string(tag)}')[0]
+    assert [row[1] for row in series[0]["values"]] == [1]
+
+
+def test_points_beyond_retention_are_not_spooled(db, tmp_path):
+    """InfluxDB drops them as beyond retention now and on every replay: never kept."""
+    db.ensure_database()
+    # 1970: past the 7-day policy by the server's clock whatever the client's (libfaketime).
+    old = 86400
+    with pytest.raises(SinkError) as e:
+        db.write_lines("10m", [f"probe,k=v value=1i {old}"])
+    assert "beyond retention policy" in str(e.value) and "not kept" in str(e.value)
+    assert not list((tmp_path / "spool").glob("*"))
+
+
+def test_check_retained_names_the_slot_and_the_duration(db):
+    import datetime as dt
+    slot = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    day = 86400
+    db.check_retained("10m", slot, wall=slot.timestamp() + 7 * day - 1)    # still held
+    db.check_retained("1d", slot, wall=slot.timestamp() + 10**9)            # INF holds all
+    with pytest.raises(SinkError, match=r"slot 2026-01-01 00:00:00 UTC is older than the 10m "
+                                        r"retention policy \(7d\); nothing written"):
+        db.check_retained("10m", slot, wall=slot.timestamp() + 7 * day + 1)
