@@ -33,6 +33,13 @@ class Config:
     def has_section(self, section):
         return self._parser.has_section(section)
 
+    def keys(self, section):
+        """The keys of a section whose keys are names (such as [routes]), lowercased by INI."""
+        if not self._parser.has_section(section):
+            return []
+        defaults = self._parser.defaults()
+        return [key for key in self._parser[section] if key not in defaults]
+
     def get(self, section, key, default=_REQUIRED):
         if self._parser.has_option(section, key):
             return self._parser.get(section, key).strip()

@@ -36,6 +36,7 @@ SITE_STATE = "site_state"
 FEDERATION = "federation"
 LEVEL = "level"
 DIRECTION = "direction"
+SUPPRESSED = "suppressed"
 DATADISK = "datadisk"
 SCRIPT = "script"
 STATUS = "status"
@@ -82,8 +83,13 @@ AVERAGES = Measurement(
 
 SUSPICIOUS = Measurement(
     "suspicious", RP_10M,
-    tags=(LEVEL, ATLAS_SITE, PANDA_QUEUE, PROD_SOURCE, RESOURCE, JOB_STATUS, CLOUD, DIRECTION),
-    fields=("current", "baseline", "ratio", "score"))
+    tags=(LEVEL, ATLAS_SITE, PANDA_QUEUE, PROD_SOURCE, RESOURCE, JOB_STATUS, CLOUD, DIRECTION,
+          SUPPRESSED),
+    fields=("current", "baseline", "ratio", "score", "slots"))
+# Flag levels, and the values of the suppressed tag: no, or why the flag is expected.
+QUEUE_LEVEL, SITE_LEVEL = "queue", "site"
+SUPPRESSED_NO = "no"
+SUPPRESSION_REASONS = ("queue_status", "downtime", "silenced")
 
 DATADISKS = Measurement(
     "datadisks", RP_1H,
@@ -129,4 +135,19 @@ MYSQL_JOBS_COLUMNS = {
     # When PanDA last reported the combination, and when the row last changed (UTC).
     "last_seen": "DATETIME NOT NULL",
     "updated_at": "DATETIME NOT NULL",
+}
+
+
+# Operators' silences of suspicious flags (suspicious.py --silence), shown by Grafana.
+MYSQL_SILENCES_TABLE = "silences"
+MYSQL_SILENCES_COLUMNS = {
+    "id": "INT UNSIGNED NOT NULL AUTO_INCREMENT",
+    # An atlas_site (its flags and those of its queues) or a panda_queue.
+    "target": "VARCHAR(191) NOT NULL",
+    "job_status": "VARCHAR(64) NULL",       # NULL: every status
+    "starts_at": "DATETIME NOT NULL",       # UTC
+    "ends_at": "DATETIME NOT NULL",         # UTC; --unsilence moves it to now
+    "reason": "VARCHAR(1000) NOT NULL",
+    "created_by": "VARCHAR(191) NOT NULL DEFAULT ''",
+    "created_at": "DATETIME NOT NULL",
 }

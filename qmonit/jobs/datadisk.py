@@ -24,10 +24,11 @@ from ..core import http, schema
 from ..core.errors import ConfigError, SinkError, SourceError
 from ..core.files import State
 from ..core.influxql import quote_ident, quote_string, time_literal
+from ..sinks import notify
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore, update_jobs
 from ..sources import cric, rucio
-from . import transform
+from . import deadman, transform
 from .fetch import SCRIPT as FETCH_SCRIPT
 from .runs import Run, print_lines, print_rows
 
@@ -337,6 +338,10 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     hour = transform.floor_time(now, HOUR)
     influx.check_retained(schema.DATADISKS.rp, hour)
     record = Run(SCRIPT, hour)
+    # The dead-man switch (also in suspicious.py): tell when fetch_queues.py has gone quiet.
+    record.errors += deadman.check(notify.Settings.from_config(config),
+                                   deadman.stale_after(config), influx, now, data_dir, dry_run,
+                                   out)
     try:
         inputs = fetch(session, cric.Cache(data_dir), influx, opts, now, dry_run)
     except Exception:

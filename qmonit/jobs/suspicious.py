@@ -20,16 +20,20 @@ import sys
 import time
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor, wait
+from urllib.parse import quote
 
-from ..core import schema
-from ..core.errors import ConfigError, SinkError, SourceError
+from ..core import http, schema
+from ..core.cli import parse_timestamp
+from ..core.errors import ConfigError, QMonitError, SinkError, SourceError, UsageError
 from ..core.influxql import quote_ident, time_literal
-from ..sinks import notify
-from ..sinks.influx import Influx, retention_durations
+from ..sinks import notify, silences
+from ..sinks.influx import Influx, duration_seconds, retention_durations
 from ..sinks.mysqlstore import MySQLStore, update_jobs
 from ..sinks.mysqlstore import quote_ident as sql_ident
+from ..sources import cric, downtime
 from . import averages as averages_module
-from . import transform
+from . import context as context_module
+from . import deadman, transform
 from .fetch import STALE_AFTER
 from .runs import Run, print_lines, print_rows
 
@@ -40,19 +44,31 @@ SECTION = "suspicious"
 QUEUE, SITE = "queue", "site"
 SPIKE, DROP = "spike", "drop"
 
-Flag = namedtuple("Flag", schema.SUSPICIOUS.tags + schema.SUSPICIOUS.fields)
+# The tags and fields of "10m"."suspicious"; a flag is new and unsuppressed until told otherwise.
+Flag = namedtuple("Flag", ("level", "atlas_site", "panda_queue", "prod_source", "resource",
+                           "job_status", "cloud", "direction", "current", "baseline", "ratio",
+                           "score", "suppressed", "slots"),
+                  defaults=(schema.SUPPRESSED_NO, 1))
+# Hours of each baseline window, for BigPanDA's hours=N.
+WINDOW_HOURS = {"avg1h": 1, "avg6h": 6, "avg12h": 12, "avg24h": 24, "avg7d": 168,
+                "avg30d": 720}
+DEFAULT_BIGPANDA = "https://bigpanda.cern.ch"
 
 
 class Rules:
     """The [suspicious] section."""
 
     def __init__(self, statuses=("running", "activated", "assigned", "failed"),
-                 baseline="avg24h", spike_factor=2.0, drop_factor=0.5, min_change=20.0):
+                 baseline="avg24h", spike_factor=2.0, drop_factor=0.5, min_change=20.0,
+                 grace=2 * 3600, notify_after=1, bigpanda_url=DEFAULT_BIGPANDA):
         self.statuses = tuple(statuses)
         self.baseline = baseline
         self.spike_factor = spike_factor
         self.drop_factor = drop_factor
         self.min_change = min_change
+        self.grace = grace                  # seconds
+        self.notify_after = notify_after    # slots
+        self.bigpanda_url = bigpanda_url.rstrip("/")
 
     @classmethod
     def from_config(cls, config):
@@ -74,10 +90,19 @@ class Rules:
         if not min_change >= 0:
             raise ConfigError(config.path, f"must be at least 0, got {min_change:g}", SECTION,
                               "min_change")
+        grace = config.get(SECTION, "grace", "2h")
+        try:
+            grace = duration_seconds(grace)
+        except ValueError as e:
+            raise ConfigError(config.path, str(e), SECTION, "grace") from None
+        bigpanda = config.get(SECTION, "bigpanda_url", DEFAULT_BIGPANDA)
+        if not bigpanda.startswith(("http://", "https://")):
+            raise ConfigError(config.path, "not an http(s) URL", SECTION, "bigpanda_url")
         return cls(statuses,
                    config.get_choice(SECTION, "baseline", schema.AVERAGE_WINDOWS,
                                      default.baseline),
-                   spike, drop, min_change)
+                   spike, drop, min_change, grace,
+                   config.get_int(SECTION, "notify_after", 1, minimum=1), bigpanda)
 
     def direction(self, current, baseline):
         """spike, drop or None for one series (None also when there is no baseline)."""
@@ -146,8 +171,90 @@ def flag_points(flags, slot):
     tag_names = schema.SUSPICIOUS.tags
     return [transform.Point({t: getattr(f, t) for t in tag_names},
                             {"current": int(f.current), "baseline": f.baseline,
-                             "ratio": f.ratio, "score": f.score}, timestamp)
+                             "ratio": f.ratio, "score": f.score, "slots": int(f.slots)},
+                            timestamp)
             for f in flags]
+
+
+_IDENTITY = (schema.LEVEL, schema.ATLAS_SITE, schema.PANDA_QUEUE, schema.PROD_SOURCE,
+             schema.RESOURCE, schema.JOB_STATUS, schema.DIRECTION)
+
+
+def previous_slots(influx, slot):
+    """{flag identity: slots} of the flags written at the slot before `slot`."""
+    before = slot - transform.SLOT
+    fields = ", ".join(quote_ident(c) for c in ("slots",) + _IDENTITY)
+    reply = influx.query(f"SELECT {fields} FROM {schema.SUSPICIOUS.qualified} "
+                         f"WHERE time = {time_literal(before)}")
+    out = {}
+    for series in reply[0] if reply else ():
+        columns = series["columns"]
+        for row in series.get("values") or ():
+            point = dict(zip(columns, row))
+            key = tuple(point.get(c) for c in _IDENTITY)
+            out[key] = max(out.get(key, 0), int(point.get("slots") or 1))
+    return out
+
+
+def count_slots(flags, previous):
+    """The flags with `slots`: one more than the same flag had at the slot before; pure."""
+    return [f._replace(slots=previous.get(tuple(getattr(f, c) for c in _IDENTITY), 0) + 1)
+            for f in flags]
+
+
+def queue_link(bigpanda_url, queue, status, hours):
+    return (f"{bigpanda_url}/jobs/?computingsite={quote(queue, safe='')}"
+            f"&jobstatus={quote(status, safe='')}&hours={hours}")
+
+
+def site_link(bigpanda_url, queue):
+    return f"{bigpanda_url}/site/{quote(queue, safe='')}/"
+
+
+def flag_links(flags, series, rules):
+    """{notify.flag_id: [BigPanDA URLs]}: a queue's jobs page in that status over the
+    baseline's window; for a site, the site page of each of its queues; pure."""
+    hours = WINDOW_HOURS[rules.baseline]
+    queues_of = {}
+    for a in series:
+        queues_of.setdefault(a.atlas_site, set()).add(a.panda_queue)
+    links = {}
+    for f in flags:
+        if f.level == SITE:
+            urls = [site_link(rules.bigpanda_url, q) for q in sorted(queues_of.get(f.atlas_site,
+                                                                               ()))]
+        else:
+            urls = [queue_link(rules.bigpanda_url, f.panda_queue, f.job_status, hours)]
+        links[notify.flag_id(f)] = urls
+    return links
+
+
+def in_context(flags, series, rules, config, influx, mysql, slot, now, dry_run):
+    """The flags with `suppressed` and `slots` set, and the number of context sources that
+    failed (those fall back, never fail the run)."""
+    data_dir = config.data_dir()
+    errors = 0
+    epoch = int(slot.timestamp())
+    statuses = context_module.queue_statuses(cric.Cache(data_dir).read("pandaqueue"))
+    if not statuses:
+        log.debug("no cached CRIC pandaqueue dump under %s: no queue status context",
+                    data_dir)
+    history = context_module.load_history(data_dir, statuses, epoch, save=not dry_run)
+    feed = downtime.load(http.session(), data_dir, config.get("cric", "downtime_url", ""),
+                         config.get_float("cric", "timeout", 120), dry_run=dry_run)
+    # MySQL down: the saved silences; the MySQL update that follows fails and counts.
+    active, _ = silences.for_run(mysql, now, data_dir, save=not dry_run)
+    context = context_module.Context(epoch, rules.grace, now, history,
+                                     downtime.outages(feed), active)
+    changes = context_module.site_changes(series, rules.baseline, rules.statuses)
+    flags = context_module.annotate(flags, context, changes)
+    try:
+        previous = previous_slots(influx, slot)
+    except QMonitError as e:
+        log.warning("could not read the flags of the slot before (%s); counting from 1", e)
+        previous = {}
+        errors += 1
+    return count_slots(flags, previous), errors
 
 
 AVG_COLUMNS = tuple(schema.avg_column(w, s) for w in schema.AVERAGE_WINDOWS
@@ -199,6 +306,9 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
     slot = transform.slot_of(now)
     influx.check_retained(schema.RP_10M, slot)
     record = Run(SCRIPT, slot)
+    stale_after = deadman.stale_after(config)
+    # Before anything can fail for want of data: a silent QMonit must not look like a quiet grid.
+    record.errors += deadman.check(settings, stale_after, influx, now, data_dir, dry_run, out)
     try:
         if not dry_run:
             influx.ensure_database(durations)
@@ -214,6 +324,10 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
 
     started = time.monotonic()
     flags = find_flags(series, rules)
+    flags, context_errors = in_context(flags, series, rules, config, influx, mysql, slot, now,
+                                       dry_run)
+    record.errors += context_errors
+    links = flag_links(flags, series, rules)
     rows = mysql_rows(series)
     if dry_run:
         print_lines(schema.AVERAGES, _average_lines(series, slot, flags, rows, started), out)
@@ -223,7 +337,8 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
         when = slot.replace(tzinfo=None) - STALE_AFTER
         print(f"# would delete the rows of MySQL `{schema.MYSQL_JOBS_TABLE}` last seen before "
               f"{when:%Y-%m-%d %H:%M:%S}", file=out or sys.stdout)
-        notify.notify(settings, flags, slot, data_dir, dry_run=True, out=out)
+        notify.notify(settings, flags, slot, data_dir, dry_run=True, out=out,
+                      notify_after=rules.notify_after, links=links)
         return 0
 
     # MySQL mostly waits on its server: it runs beside the encoding and the InfluxDB write.
@@ -239,7 +354,8 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
             log.debug("InfluxDB: %d points in %.2f s", record.points,
                       time.monotonic() - started)
             # Not after MySQL: an operator hears of a collapse even while MySQL is down.
-            record.errors += notify.notify(settings, flags, slot, data_dir)
+            record.errors += notify.notify(settings, flags, slot, data_dir,
+                                           notify_after=rules.notify_after, links=links)
             mysql_done.result()
         except Exception:
             record.errors += 1
@@ -278,3 +394,68 @@ def _clear_flags(influx, slot):
     except SinkError as e:
         # The write that follows spools its points if InfluxDB is gone.
         log.debug("could not clear earlier flags at %s: %s", slot, e)
+
+
+# --- silences from the command line --------------------------------------------------------
+
+def add_silence_arguments(parser):
+    group = parser.add_argument_group("silences")
+    group.add_argument("--silence", metavar="TARGET",
+                       help="silence an atlas_site (with all its queues) or a panda_queue")
+    group.add_argument("--until", metavar='"YYYY-mm-dd HH:MM:SS"', type=parse_timestamp,
+                       help="UTC end of the silence (with --silence)")
+    group.add_argument("--reason", metavar="TEXT", help="why (with --silence)")
+    group.add_argument("--status", metavar="S", choices=schema.STATUSES,
+                       help="silence one job status only (with --silence)")
+    group.add_argument("--list-silences", action="store_true", help="print the active silences")
+    group.add_argument("--unsilence", metavar="ID", type=int, help="end a silence now")
+
+
+def is_silence_command(args):
+    return bool(args.silence or args.list_silences or args.unsilence is not None)
+
+
+def silence_command(config, args, now, mysql=None, out=None):
+    """--silence, --list-silences or --unsilence; returns the exit status."""
+    out = out or sys.stdout
+    chosen = [name for name, on in (("--silence", args.silence),
+                                    ("--list-silences", args.list_silences),
+                                    ("--unsilence", args.unsilence is not None)) if on]
+    if len(chosen) > 1:
+        raise UsageError(f"{' and '.join(chosen)} cannot go together")
+    if not args.silence and (args.until or args.reason or args.status):
+        raise UsageError("--until, --reason and --status go with --silence")
+    mysql = mysql or MySQLStore.from_config(config)
+    try:
+        if args.silence:
+            if args.until is None or not args.reason:
+                raise UsageError("--silence needs --until and --reason")
+            if args.dry_run:
+                print(f"# would silence {args.silence} ({args.status or 'every status'}) "
+                      f"until {args.until:%Y-%m-%d %H:%M:%S} UTC: {args.reason}", file=out)
+                return 0
+            silence_id = silences.add(mysql, args.silence, args.until, args.reason, now,
+                                      args.status, _user())
+            print(silence_id, file=out)
+        elif args.list_silences:
+            for line in silences.format_table(silences.active(mysql, now,
+                                                              create=not args.dry_run)):
+                print(line, file=out)
+        else:
+            if args.dry_run:
+                print(f"# would end silence {args.unsilence}", file=out)
+                return 0
+            if not silences.end(mysql, args.unsilence, now):
+                raise UsageError(f"no active silence with id {args.unsilence} "
+                                 f"(see --list-silences)")
+    finally:
+        mysql.close()
+    return 0
+
+
+def _user():
+    import getpass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""

@@ -30,7 +30,8 @@ class EmailChannel:
     name = "email"
 
     def __init__(self, host, port, sender, recipients, starttls=False, username="",
-                 password="", timeout=20):
+                 password="", timeout=20, name="email"):
+        self.name = name    # where the channel's delivered state is kept
         self.host, self.port = host, port
         self.sender, self.recipients = sender, list(recipients)
         self.starttls = starttls
@@ -63,7 +64,8 @@ class EmailChannel:
 class WebhookChannel:
     name = "webhook"
 
-    def __init__(self, url, timeout=20, session=None):
+    def __init__(self, url, timeout=20, session=None, name="webhook"):
+        self.name = name
         self.url = url
         self.timeout = timeout
         self.session = session or http.session()
@@ -101,12 +103,23 @@ def _reason(error):
 
 
 class Settings:
-    """The [notifications] section: channels, which levels, and how long a digest may be."""
+    """The [notifications] section: channels, which levels, and how long a digest may be;
+    [routes]: extra channels for the flags of some clouds or sites."""
 
-    def __init__(self, channels=(), levels=LEVELS, max_items=50):
+    def __init__(self, channels=(), levels=LEVELS, max_items=50, routes=()):
         self.channels = list(channels)
         self.levels = tuple(levels)
         self.max_items = max_items
+        self.routes = list(routes)      # (cloud or site, channel)
+
+    def targets(self):
+        """(channel, does this flag go to it) for the default channels and the routes."""
+        out = [(channel, lambda f: True) for channel in self.channels]
+        for key, channel in self.routes:
+            key = key.lower()
+            out.append((channel, lambda f, key=key: key in (str(f.cloud).lower(),
+                                                            str(f.atlas_site).lower())))
+        return out
 
     @classmethod
     def from_config(cls, config):
@@ -135,7 +148,42 @@ class Settings:
         if bad or not levels:
             raise ConfigError(config.path, f"levels are {' and '.join(LEVELS)}, "
                               f"got {', '.join(bad or levels) or 'none'}", SECTION, "levels")
-        return cls(channels, levels, config.get_int(SECTION, "max_items", 50, minimum=1))
+        timeout = config.get_float(SECTION, "timeout", 20)
+        return cls(channels, levels, config.get_int(SECTION, "max_items", 50, minimum=1),
+                   _routes(config, host, timeout))
+
+
+ROUTES = "routes"
+
+
+def _routes(config, smtp_host, timeout):
+    """[routes]: cloud or atlas_site = comma-separated email addresses and webhook URLs.
+    Keys compare without case (INI keys have none)."""
+    routes = []
+    for key in config.keys(ROUTES):
+        emails, hooks = [], []
+        for item in config.get_list(ROUTES, key, ""):
+            if item.startswith(("http://", "https://")) and urlsplit(item).netloc:
+                hooks.append(item)
+            elif "@" in item and " " not in item:
+                emails.append(item)
+            else:
+                raise ConfigError(config.path, f"not an email address or http(s) URL: "
+                                  f"{item.split('?')[0][:60]!r}", ROUTES, key)
+        if emails:
+            if not smtp_host:
+                raise ConfigError(config.path, "email recipients need [notifications] "
+                                  "smtp_host", ROUTES, key)
+            routes.append((key, EmailChannel(
+                smtp_host, config.get_int(SECTION, "smtp_port", 25, minimum=1),
+                config.get(SECTION, "email_from", "qmonit@localhost"), emails,
+                starttls=config.get_bool(SECTION, "smtp_starttls", False),
+                username=config.get(SECTION, "smtp_username", ""),
+                password=config.get(SECTION, "smtp_password", ""), timeout=timeout,
+                name=f"route {key} email")))
+        for i, url in enumerate(hooks):
+            routes.append((key, WebhookChannel(url, timeout, name=f"route {key} webhook {i}")))
+    return routes
 
 
 def flag_id(flag):
@@ -153,18 +201,23 @@ def label(flag):
 
 def describe(flag):
     ratio = "new" if flag.ratio is None else f"x{flag.ratio:.2f}"
+    held = getattr(flag, "slots", 1)
     return (f"{label(flag)}, {flag.current} jobs vs baseline {flag.baseline:.1f} ({ratio}), "
-            f"score {flag.score:.0f}")
+            f"score {flag.score:.0f}" + (f", {held} slots" if held > 1 else ""))
 
 
-def digest(new, cleared, slot, max_items):
-    """(subject, text) of one digest; pure. new: flags, highest score first; cleared: labels."""
+def digest(new, cleared, slot, max_items, links=None):
+    """(subject, text) of one digest; pure. new: flags, highest score first; cleared: labels;
+    links: {flag_id: [URL]} listed under each new flag."""
+    links = links or {}
     when = slot.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M")
     subject = f"QMonit suspicious: {len(new)} new, {len(cleared)} cleared at {when} UTC"
     lines = [subject]
     if new:
         lines += ["", f"New ({len(new)}), highest score first:"]
-        lines += [f"  {describe(f)}" for f in new[:max_items]]
+        for f in new[:max_items]:
+            lines.append(f"  {describe(f)}")
+            lines += [f"    {url}" for url in links.get(flag_id(f), ())]
         if len(new) > max_items:
             lines.append(f"  ... and {len(new) - max_items} more")
     if cleared:
@@ -175,36 +228,47 @@ def digest(new, cleared, slot, max_items):
     return subject, "\n".join(lines) + "\n"
 
 
-def changes(flags, delivered):
+def due(flag, notify_after=1):
+    """Whether a flag is to be told about: not suppressed, and held notify_after slots."""
+    return (getattr(flag, "suppressed", "no") == "no"
+            and getattr(flag, "slots", 1) >= notify_after)
+
+
+def changes(flags, delivered, notify_after=1):
     """(new flags by descending score, labels of cleared flags) against a delivered
-    {flag_id: label}; pure."""
+    {flag_id: label}; pure. New: due and not told yet; cleared: told and no longer flagged
+    (a told flag that turns suppressed is not cleared: it has not ended)."""
     current = {flag_id(f): f for f in flags}
-    new = sorted((f for i, f in current.items() if i not in delivered),
+    new = sorted((f for i, f in current.items() if i not in delivered and due(f, notify_after)),
                  key=lambda f: (-f.score, flag_id(f)))
     cleared = sorted(text for i, text in delivered.items() if i not in current)
     return new, cleared
 
 
-def notify(settings, flags, slot, data_dir, dry_run=False, out=None):
-    """Send each channel its digest of changes since what it last delivered; returns the
-    number of channels that failed. A backfill (a slot older than the last one delivered)
-    notifies nobody."""
-    if not settings.channels:
+def notify(settings, flags, slot, data_dir, dry_run=False, out=None, notify_after=1,
+           links=None):
+    """Send each channel (and each route) its digest of changes since what it last delivered;
+    returns the number of channels that failed. A backfill (a slot older than the last one
+    delivered) notifies nobody."""
+    if not settings.channels and not settings.routes:
         return 0
     flags = [f for f in flags if f.level in settings.levels]
     state = State(data_dir, STATE_NAME)
     delivered = state.load().get("channels") or {}
     epoch = int(slot.timestamp())
     errors = 0
-    for channel in settings.channels:
+    everything = flags
+    for channel, wanted in settings.targets():
+        flags = [f for f in everything if wanted(f)]
         before = delivered.get(channel.name) or {}
         if int(before.get("slot", 0)) > epoch:
             log.debug("%s: slot %s is older than the last delivered; not notifying",
                       channel.name, slot)
             continue
-        new, cleared = changes(flags, before.get("flags") or {})
+        told = before.get("flags") or {}
+        new, cleared = changes(flags, told, notify_after)
         if new or cleared:
-            subject, text = digest(new, cleared, slot, settings.max_items)
+            subject, text = digest(new, cleared, slot, settings.max_items, links)
             if dry_run:
                 print(f"# would notify by {channel.name} ({channel.target}): {subject}",
                       file=out or sys.stdout)
@@ -217,7 +281,28 @@ def notify(settings, flags, slot, data_dir, dry_run=False, out=None):
                 errors += 1
                 continue
             log.debug("%s: notified %d new, %d cleared", channel.name, len(new), len(cleared))
-        delivered[channel.name] = {"slot": epoch, "flags": {flag_id(f): label(f) for f in flags}}
+        current = {flag_id(f) for f in flags}
+        told = {i: text for i, text in told.items() if i in current}
+        told.update((flag_id(f), label(f)) for f in new)
+        delivered[channel.name] = {"slot": epoch, "flags": told}
     if not dry_run:
         state.save({"channels": delivered})
+    return errors
+
+
+def send_notice(settings, subject, text, dry_run=False, out=None):
+    """Send one notice (not a digest) to the default channels; returns the channels that
+    failed (logged)."""
+    errors = 0
+    for channel in settings.channels:
+        if dry_run:
+            print(f"# would notify by {channel.name} ({channel.target}): {subject}",
+                  file=out or sys.stdout)
+            print(text, end="", file=out or sys.stdout)
+            continue
+        try:
+            channel.send(subject, text)
+        except SinkError as e:
+            log.warning("notice by %s failed: %s", channel.name, e)
+            errors += 1
     return errors
