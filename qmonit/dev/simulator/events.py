@@ -202,3 +202,36 @@ def schedule(universe, start, days, seed=1, anomalies_per_day=6, expected_per_da
                                     switcher=kind == "downtime" and rnd.random() < 0.5))
                 break
     return sorted(events, key=lambda e: (e.start, e.site, e.kind))
+
+
+def from_dicts(items, universe):
+    """Events from /_sim/control's "events": [{"kind", "queue" (a PanDA queue or CRIC name)
+    or "site", "start", "end" ("YYYY-mm-dd HH:MM:SS" UTC or epoch seconds), "switcher"}]."""
+    import datetime as dt
+    out = []
+    for item in items:
+        kind = item["kind"]
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; use one of {', '.join(KINDS)}")
+
+        def epoch(value):
+            if isinstance(value, (int, float)):
+                return int(value)
+            return int(dt.datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+                       .replace(tzinfo=dt.UTC).timestamp())
+
+        if item.get("queue"):
+            queue = item["queue"]
+            q = universe.by_key.get(queue) or universe.by_name.get(queue)
+            if q is None:
+                raise ValueError(f"unknown queue {queue!r}")
+            site, queues = q.site.name, (q.key,)
+        else:
+            site = item["site"]
+            found = [s for s in universe.sites if s.name == site]
+            if not found:
+                raise ValueError(f"unknown site {site!r}")
+            queues = tuple(q.key for q in found[0].queues if q.in_panda)
+        out.append(Event(kind, site, queues, epoch(item["start"]), epoch(item["end"]),
+                         bool(item.get("switcher"))))
+    return out

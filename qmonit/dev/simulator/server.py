@@ -6,6 +6,7 @@ import threading
 from .world import (
     DDM_PATH,
     DEFAULT_TIME_WINDOW,
+    DOWNTIME_PATH,
     FEDERATION_PATH,
     LEGACY_PATH,
     MONIT_PROXY_PREFIX,
@@ -79,7 +80,7 @@ def _make_server(sim, host, port):
             if path == "/_sim/state":
                 return self.send(200, json.dumps(sim.state()), "application/json")
             if path not in (V1_PATH, LEGACY_PATH, PANDAQUEUE_PATH, SITE_PATH, DDM_PATH,
-                            FEDERATION_PATH):
+                            FEDERATION_PATH, DOWNTIME_PATH):
                 return self.send(404, f"not found: {parts.path}\n")
             fault = sim._take_fault(path)
             if fault == "500":
@@ -107,7 +108,8 @@ def _make_server(sim, host, port):
                 content_type = "text/plain"
             else:
                 kind = {PANDAQUEUE_PATH: "pandaqueue", SITE_PATH: "site",
-                        DDM_PATH: "ddmendpoint", FEDERATION_PATH: "federation"}[path]
+                        DDM_PATH: "ddmendpoint", FEDERATION_PATH: "federation",
+                        DOWNTIME_PATH: "downtime"}[path]
                 body = sim._cric_body(kind)
                 content_type = "application/json"
             if fault == "truncated":

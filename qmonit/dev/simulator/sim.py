@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from . import events
 from .cric import _ddm_record, _pandaqueue_record, _site_record
 from .monit import (
     _FILE_SIZE,
@@ -57,6 +58,7 @@ class Simulator:
         self._universe = None
         self._time = None if time is None else _utc(time)
         self._anomalies = []
+        self._events = []                   # labelled events (events.py)
         self._faults = []
         self._reply_cache = {}
         self._cric_cache = {}
@@ -122,6 +124,18 @@ class Simulator:
         end = _utc(end) if end is not None else None
         with self._lock:
             self._anomalies.append({"queue": queue, "kind": kind, "start": start, "end": end})
+
+    def add_events(self, new_events):
+        """Add labelled events (events.Event); their effects and CRIC statuses follow."""
+        with self._gen_lock:
+            with self._lock:
+                self._events = self._events + list(new_events)
+            self._reply_cache.clear()
+            self._cric_cache.clear()
+
+    def events(self):
+        with self._lock:
+            return list(self._events)
 
     def clear_anomalies(self):
         with self._lock:
@@ -230,6 +244,8 @@ class Simulator:
                     label_data[resource] = counts
                 queue_data[label] = label_data
             data[q.key] = queue_data
+        if self._events:
+            events.apply(self._events, data, slot)
         for key, kind in anomalies:
             for label_data in data[key].values():
                 for counts in label_data.values():
@@ -268,14 +284,28 @@ class Simulator:
 
     def _cric_body(self, kind):
         year = self.now().year if kind == "federation" else None
+        if kind == "downtime":
+            rc_sites = {site.name: getattr(site, "rc_site", site.name)
+                        for site in self.universe.sites}
+            return json.dumps(events.downtime_feed(self.events(), rc_sites)).encode()
+        # Queue statuses the events set now (part of the cache key).
+        changed = (tuple(sorted(events.statuses(self.events(), _slot_epoch(self.now())).items()))
+                   if kind == "pandaqueue" else ())
         with self._gen_lock:
-            body = self._cric_cache.get((kind, year))
+            body = self._cric_cache.get((kind, year, changed))
             if body is None:
                 builder = {"pandaqueue": self._pandaqueue_payload, "site": self._site_payload,
                            "ddmendpoint": self._ddm_payload,
                            "federation": self._federation_payload}[kind]
-                body = json.dumps(builder(year) if year else builder()).encode()
-                self._cric_cache[(kind, year)] = body
+                payload = builder(year) if year else builder()
+                for record in payload.values() if changed else ():
+                    status = dict(changed).get(record.get("panda_resource"))
+                    if status:
+                        record["status"], record["comment"] = status
+                body = json.dumps(payload).encode()
+                if len(self._cric_cache) >= 16:
+                    self._cric_cache.pop(next(iter(self._cric_cache)))
+                self._cric_cache[(kind, year, changed)] = body
         return body
 
     def _pandaqueue_payload(self):
@@ -475,6 +505,8 @@ class Simulator:
             self.add_anomaly(a["queue"], a["kind"], a.get("start"), a.get("end"))
         for f in settings.get("faults") or []:
             self.set_fault(f["target"], f["kind"], f.get("count"))
+        if settings.get("events"):
+            self.add_events(events.from_dicts(settings["events"], self.universe))
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ PANDAQUEUE_PATH = "/api/atlas/pandaqueue/query"
 SITE_PATH = "/api/atlas/site/query"
 DDM_PATH = "/api/atlas/ddmendpoint/query"
 FEDERATION_PATH = "/api/core/federation/query"
+DOWNTIME_PATH = "/api/core/downtime/query"
 
 ANOMALY_KINDS = ("collapse", "spike")
 MONIT_PROXY_PREFIX = "/api/datasources/proxy/"
@@ -142,6 +143,7 @@ def config_urls(base_url):
         "site_url": base + SITE_PATH + "/?json",
         "ddmendpoint_url": base + DDM_PATH + "/?json",
         "federation_url": base + FEDERATION_PATH + "/?json",
+        "downtime_url": base + DOWNTIME_PATH + "/?json",
         "monit_url": base + MONIT_PATH,
     }
 

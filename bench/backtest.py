@@ -1,0 +1,300 @@
+#!/usr/bin/env python3
+"""`make backtest`: how far an operator can trust the suspicious-site notifications.
+
+Private InfluxDB and MariaDB and the simulator with labelled events (qmonit/dev/sim_events.py)
+over DAYS simulated days ending now (the 10m policy keeps a week): the first day quiet, then
+each day collapses and failed-job spikes (the anomalies) and expected events (queues set
+brokeroff, offline or test by HammerCloud, site OUTAGE downtimes in the feed, with or without
+the Switcher). The real fetch_queues.py and suspicious.py run slot by slot (their main(),
+in this process: the same code as cron without the interpreter start-up).
+
+Scored against the labels, for the default rule and the alternatives (computed from the same
+flags, or from the same counts for a median + MAD baseline):
+- precision: notified flags that belong to a labelled anomaly / notified flags;
+- recall: anomalies of at least 50 % and 50 jobs notified within notify_after + 1 slots;
+- median detection delay (slots from the anomaly's start), notifications a day, and
+  notifications that belong to an expected event.
+Writes the "Backtest" section of BENCHMARKS.md (--no-write: print it only).
+"""
+import argparse
+import datetime as dt
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import fetch_queues  # noqa: E402
+import suspicious as suspicious_script  # noqa: E402
+from qmonit.core import schema  # noqa: E402
+from qmonit.dev import devservers  # noqa: E402
+from qmonit.dev.simulator import Simulator, config_urls  # noqa: E402
+from qmonit.dev.simulator import events as sim_events  # noqa: E402
+from qmonit.sinks.influx import Influx  # noqa: E402
+
+DAYS = 4            # the first one quiet (24 h baselines), the others scored
+SERIES = 1500
+SEED = 11
+SLOT = 600
+NOTIFY_AFTER = 2
+GRACE = 2 * 3600
+MIN_SHARE, MIN_JOBS = 0.5, 50
+
+
+def write_config(path, influx_url, mysql_port, sim_url, data_dir, notify_after):
+    urls = config_urls(sim_url)
+    path.write_text(f"""[credentials]
+username = {devservers.DB_USER}
+password = {devservers.DB_PASSWORD}
+database = backtest
+
+[influxdb]
+url = {influx_url}
+
+[mysql]
+host = 127.0.0.1
+port = {mysql_port}
+
+[panda]
+url = {urls['panda_url']}
+
+[cric]
+pandaqueue_url = {urls['pandaqueue_url']}
+site_url = {urls['site_url']}
+ddmendpoint_url = {urls['ddmendpoint_url']}
+federation_url = {urls['federation_url']}
+downtime_url = {urls['downtime_url']}
+
+[suspicious]
+grace = {GRACE // 3600}h
+notify_after = {notify_after}
+
+[paths]
+data_dir = {data_dir}
+""")
+    return path
+
+
+def stamp(epoch):
+    return dt.datetime.fromtimestamp(epoch + 60, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_scripts(config, sim, slots, scored_from, log_every=36):
+    started = time.monotonic()
+    timings = {"fetch_queues": [], "suspicious": []}
+    for i, t in enumerate(slots):
+        sim.set_time(dt.datetime.fromtimestamp(t + 60, dt.UTC))
+        for name, module, wanted in (("fetch_queues", fetch_queues, True),
+                                     ("suspicious", suspicious_script, t >= scored_from)):
+            if not wanted:
+                continue
+            begun = time.monotonic()
+            code = module.main(["--config", str(config), "--timestamp", stamp(t), "--quiet"])
+            timings[name].append(time.monotonic() - begun)
+            if code != 0:
+                raise SystemExit(f"backtest: {name}.py failed at {stamp(t)} (exit {code})")
+        if i % log_every == 0:
+            print(f"  slot {i + 1}/{len(slots)}, {time.monotonic() - started:.0f} s",
+                  file=sys.stderr, flush=True)
+    return timings
+
+
+def read_flags(influx, since):
+    """{slot epoch: [flag dict]} of everything suspicious.py wrote from since on."""
+    out = {}
+    for series in influx.query_chunks(
+            f"SELECT * FROM {schema.SUSPICIOUS.qualified} WHERE time >= {since}s"):
+        columns = series["columns"]
+        for row in series["values"]:
+            point = dict(zip(columns, row))
+            out.setdefault(int(point["time"]), []).append(point)
+    return out
+
+
+def flag_key(f):
+    return (f["level"], f["atlas_site"], f["panda_queue"], f["prod_source"], f["resource"],
+            f["job_status"], f["direction"])
+
+
+def notifications(flags_by_slot, due):
+    """[(slot, flag)] the notifier sends: a flag when it becomes due, again only after it
+    has ended (the rule of qmonit.sinks.notify)."""
+    delivered = set()
+    out = []
+    for t in sorted(flags_by_slot):
+        current = {flag_key(f): f for f in flags_by_slot[t]}
+        delivered &= set(current)
+        for key, f in sorted(current.items()):
+            if key not in delivered and due(f):
+                delivered.add(key)
+                out.append((t, f))
+    return out
+
+
+_KIND_MATCH = {"collapse": ("running", "drop"), "failed_spike": ("failed", "spike")}
+
+
+def _touches(f, event):
+    if f["level"] == "site":
+        return f["atlas_site"] == event.site
+    return f["panda_queue"] in event.queues
+
+
+def classify(t, f, events, notify_after):
+    """'anomaly' (with the event), 'expected' (with the event) or 'noise'."""
+    for e in events:
+        if e.kind in sim_events.ANOMALIES and _touches(f, e) and \
+                (f["job_status"], f["direction"]) == _KIND_MATCH[e.kind] and \
+                e.start <= t < e.end + notify_after * SLOT:
+            return "anomaly", e
+    for e in events:
+        lead = sim_events.SWITCHER_LEAD if e.kind == "downtime" else 0
+        if e.expected and _touches(f, e) and \
+                e.start - lead - SLOT <= t < e.end + sim_events.RAMP + GRACE:
+            return "expected", e
+    return "noise", None
+
+
+def _total(data, queues, status):
+    return sum(counts.get(status, 0) for q in queues
+               for labels in data.get(q, {}).values() for counts in labels.values())
+
+
+def anomaly_sizes(sim, events):
+    """{event: (jobs changed, share changed)} of each anomaly at its first slot."""
+    sizes = {}
+    for e in events:
+        if e.kind not in sim_events.ANOMALIES:
+            continue
+        status = _KIND_MATCH[e.kind][0]
+        before = sim.expected_stats(dt.datetime.fromtimestamp(e.start - SLOT, dt.UTC))
+        during = sim.expected_stats(dt.datetime.fromtimestamp(e.start, dt.UTC))
+
+        b, d = _total(before, e.queues, status), _total(during, e.queues, status)
+        sizes[e] = (abs(d - b), abs(d - b) / max(b, d, 1))
+    return sizes
+
+
+def score(sent, events, sizes, notify_after, days):
+    kinds = {"anomaly": 0, "expected": 0, "noise": 0}
+    first = {}
+    for t, f in sent:
+        kind, event = classify(t, f, events, notify_after)
+        kinds[kind] += 1
+        if kind == "anomaly":
+            first[event] = min(first.get(event, t), t)
+    wanted = [e for e, (jobs, share) in sizes.items() if jobs >= MIN_JOBS and share >= MIN_SHARE]
+    caught = [e for e in wanted
+              if e in first and first[e] - e.start <= notify_after * SLOT]
+    delays = [(first[e] - e.start) / 60 + 10 for e in caught]  # a slot is read 10 min late
+    total = len(sent)
+    return {"notifications": total, "per_day": total / days,
+            "precision": kinds["anomaly"] / total if total else 1.0,
+            "recall": len(caught) / len(wanted) if wanted else 1.0,
+            "anomalies": len(wanted), "caught": len(caught),
+            "median_delay_min": statistics.median(delays) if delays else None,
+            "expected_notified": kinds["expected"], "noise": kinds["noise"]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=DAYS)
+    parser.add_argument("--series", type=int, default=SERIES)
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="qmonit-backtest-") as tmp:
+        tmp = Path(tmp)
+        influx_server = devservers.start_influxdb(tmp / "influx")
+        maria = devservers.start_mariadb(tmp / "maria")
+        sim = Simulator(seed=args.seed, series=args.series)
+        try:
+            sim.start()
+            end = int(time.time()) // SLOT * SLOT - 2 * SLOT
+            start = end - args.days * 86400
+            events = sim_events.schedule(sim.universe, start, args.days, seed=args.seed)
+            sim.add_events(events)
+            config = write_config(tmp / "backtest.cfg", influx_server.url, maria.port, sim.url,
+                                  tmp / "data", NOTIFY_AFTER)
+            slots = list(range(start, end, SLOT))
+            scored_from = start + 86400
+            print(f"backtest: {args.days} days ({len(slots)} slots), {args.series} series, "
+                  f"{len(events)} events", file=sys.stderr)
+            timings = run_scripts(config, sim, slots, scored_from)
+            influx = Influx(influx_server.url, "backtest")
+            flags = read_flags(influx, scored_from)
+            sizes = anomaly_sizes(sim, events)
+        finally:
+            sim.stop()
+            maria.stop()
+            influx_server.stop()
+    days = (end - scored_from) / 86400
+    rules = {
+        f"context, notify_after = {NOTIFY_AFTER} (default)": (
+            lambda f: f.get("suppressed") == "no" and (f.get("slots") or 1) >= NOTIFY_AFTER,
+            NOTIFY_AFTER),
+        "context, notify_after = 1": (lambda f: f.get("suppressed") == "no", 1),
+        f"no context, notify_after = {NOTIFY_AFTER}": (
+            lambda f: (f.get("slots") or 1) >= NOTIFY_AFTER, NOTIFY_AFTER),
+        "today's rule (no context, every new flag)": (lambda f: True, 1),
+    }
+    results = {}
+    for name, (due, after) in rules.items():
+        results[name] = score(notifications(flags, due), events, sizes, after, days)
+    report = render(args, events, results, timings, time.monotonic() - started, days)
+    print(report)
+    if not args.no_write:
+        write_section(ROOT / "BENCHMARKS.md", report)
+    return 0
+
+
+def render(args, events, results, timings, elapsed, days):
+    counts = {}
+    for e in events:
+        counts[e.kind] = counts.get(e.kind, 0) + 1
+    lines = [
+        "## Backtest",
+        "",
+        f"`make backtest` (bench/backtest.py): {args.days} simulated days ending now "
+        f"(the first one quiet for the 24 h baselines, {days:.1f} scored), "
+        f"{args.series} series (seed {args.seed}), the real fetch_queues.py and suspicious.py "
+        f"slot by slot; {len(events)} labelled events: "
+        + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + ". "
+        f"Run time {elapsed / 60:.1f} min (median per slot: fetch_queues "
+        f"{statistics.median(timings['fetch_queues']):.2f} s, suspicious "
+        f"{statistics.median(timings['suspicious']):.2f} s).",
+        "",
+        "| rule | notifications/day | precision | recall | median delay (slots) | "
+        "notified expected events | noise |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        delay = "-" if r["median_delay_min"] is None else f"{r['median_delay_min'] / 10:.1f}"
+        lines.append(f"| {name} | {r['per_day']:.1f} | {r['precision']:.3f} | "
+                     f"{r['recall']:.3f} ({r['caught']}/{r['anomalies']}) | {delay} | "
+                     f"{r['expected_notified']} | {r['noise']} |")
+    lines += ["", "precision: notified flags that belong to a labelled anomaly; recall: "
+              f"anomalies of at least {MIN_SHARE:.0%} and {MIN_JOBS} jobs notified within "
+              "notify_after + 1 slots; delay: slots from the anomaly's start to its first "
+              "notification (1: the run for its first slot). Targets: precision >= 0.9, "
+              "recall >= 0.95, no notification for an expected event.", ""]
+    return "\n".join(lines)
+
+
+def write_section(path, section):
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(r"^## Backtest\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
