@@ -60,7 +60,8 @@ class Rules:
 
     def __init__(self, statuses=("running", "activated", "assigned", "failed"),
                  baseline="avg24h", spike_factor=2.0, drop_factor=0.5, min_change=20.0,
-                 grace=2 * 3600, notify_after=1, bigpanda_url=DEFAULT_BIGPANDA):
+                 grace=2 * 3600, notify_after=1, bigpanda_url=DEFAULT_BIGPANDA,
+                 not_notified=(("failed", DROP),)):
         self.statuses = tuple(statuses)
         self.baseline = baseline
         self.spike_factor = spike_factor
@@ -69,6 +70,9 @@ class Rules:
         self.grace = grace                  # seconds
         self.notify_after = notify_after    # slots
         self.bigpanda_url = bigpanda_url.rstrip("/")
+        # (status, direction) pairs flagged but never notified: fewer failed jobs is good news,
+        # and a short failed-job spike lifts the 24 h mean for a day (see BENCHMARKS.md).
+        self.not_notified = tuple(not_notified)
 
     @classmethod
     def from_config(cls, config):
@@ -98,11 +102,19 @@ class Rules:
         bigpanda = config.get(SECTION, "bigpanda_url", DEFAULT_BIGPANDA)
         if not bigpanda.startswith(("http://", "https://")):
             raise ConfigError(config.path, "not an http(s) URL", SECTION, "bigpanda_url")
+        quiet = []
+        for item in config.get_list(SECTION, "not_notified", "failed drop"):
+            parts = item.split()
+            if len(parts) != 2 or parts[0] not in schema.STATUSES or parts[1] not in (SPIKE,
+                                                                                       DROP):
+                raise ConfigError(config.path, f"expected 'STATUS spike|drop', got {item!r}",
+                                  SECTION, "not_notified")
+            quiet.append(tuple(parts))
         return cls(statuses,
                    config.get_choice(SECTION, "baseline", schema.AVERAGE_WINDOWS,
                                      default.baseline),
                    spike, drop, min_change, grace,
-                   config.get_int(SECTION, "notify_after", 1, minimum=1), bigpanda)
+                   config.get_int(SECTION, "notify_after", 1, minimum=1), bigpanda, quiet)
 
     def direction(self, current, baseline):
         """spike, drop or None for one series (None also when there is no baseline)."""
@@ -338,7 +350,8 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
         print(f"# would delete the rows of MySQL `{schema.MYSQL_JOBS_TABLE}` last seen before "
               f"{when:%Y-%m-%d %H:%M:%S}", file=out or sys.stdout)
         notify.notify(settings, flags, slot, data_dir, dry_run=True, out=out,
-                      notify_after=rules.notify_after, links=links)
+                      notify_after=rules.notify_after, links=links,
+                      quiet=rules.not_notified)
         return 0
 
     # MySQL mostly waits on its server: it runs beside the encoding and the InfluxDB write.
@@ -355,7 +368,8 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
                       time.monotonic() - started)
             # Not after MySQL: an operator hears of a collapse even while MySQL is down.
             record.errors += notify.notify(settings, flags, slot, data_dir,
-                                           notify_after=rules.notify_after, links=links)
+                                           notify_after=rules.notify_after, links=links,
+                      quiet=rules.not_notified)
             mysql_done.result()
         except Exception:
             record.errors += 1

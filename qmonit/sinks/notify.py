@@ -228,25 +228,28 @@ def digest(new, cleared, slot, max_items, links=None):
     return subject, "\n".join(lines) + "\n"
 
 
-def due(flag, notify_after=1):
-    """Whether a flag is to be told about: not suppressed, and held notify_after slots."""
+def due(flag, notify_after=1, quiet=()):
+    """Whether a flag is to be told about: not suppressed, held notify_after slots, and not
+    of a quiet (job_status, direction)."""
     return (getattr(flag, "suppressed", "no") == "no"
-            and getattr(flag, "slots", 1) >= notify_after)
+            and getattr(flag, "slots", 1) >= notify_after
+            and (flag.job_status, flag.direction) not in quiet)
 
 
-def changes(flags, delivered, notify_after=1):
+def changes(flags, delivered, notify_after=1, quiet=()):
     """(new flags by descending score, labels of cleared flags) against a delivered
     {flag_id: label}; pure. New: due and not told yet; cleared: told and no longer flagged
     (a told flag that turns suppressed is not cleared: it has not ended)."""
     current = {flag_id(f): f for f in flags}
-    new = sorted((f for i, f in current.items() if i not in delivered and due(f, notify_after)),
+    new = sorted((f for i, f in current.items()
+                  if i not in delivered and due(f, notify_after, quiet)),
                  key=lambda f: (-f.score, flag_id(f)))
     cleared = sorted(text for i, text in delivered.items() if i not in current)
     return new, cleared
 
 
 def notify(settings, flags, slot, data_dir, dry_run=False, out=None, notify_after=1,
-           links=None):
+           links=None, quiet=()):
     """Send each channel (and each route) its digest of changes since what it last delivered;
     returns the number of channels that failed. A backfill (a slot older than the last one
     delivered) notifies nobody."""
@@ -266,7 +269,7 @@ def notify(settings, flags, slot, data_dir, dry_run=False, out=None, notify_afte
                       channel.name, slot)
             continue
         told = before.get("flags") or {}
-        new, cleared = changes(flags, told, notify_after)
+        new, cleared = changes(flags, told, notify_after, quiet)
         if new or cleared:
             subject, text = digest(new, cleared, slot, settings.max_items, links)
             if dry_run:
