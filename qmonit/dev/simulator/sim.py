@@ -137,6 +137,13 @@ class Simulator:
         with self._lock:
             return list(self._events)
 
+    def clear_events(self):
+        with self._gen_lock:
+            with self._lock:
+                self._events = []
+            self._reply_cache.clear()
+            self._cric_cache.clear()
+
     def clear_anomalies(self):
         with self._lock:
             self._anomalies = []
@@ -499,6 +506,7 @@ class Simulator:
         if settings.get("clear"):
             self.clear_anomalies()
             self.clear_faults()
+            self.clear_events()
         if "time" in settings:
             self.set_time(settings["time"])
         for a in settings.get("anomalies") or []:
