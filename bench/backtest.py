@@ -190,6 +190,23 @@ def anomaly_sizes(sim, events):
     return sizes
 
 
+def probe(influx, events, flags):
+    """The averages of each anomaly's queue at its start, and the flags around it."""
+    for e in events:
+        if e.kind not in sim_events.ANOMALIES:
+            continue
+        status = _KIND_MATCH[e.kind][0]
+        [series] = influx.query(
+            f'SELECT sum("current"), sum("avg24h"), count("current") FROM '
+            f'{schema.AVERAGES.qualified} WHERE time = {e.start}s AND '
+            f'"panda_queue" = \'{e.queues[0]}\' AND "job_status" = \'{status}\'')
+        near = {(t - e.start) // SLOT: len(flags.get(t, ())) for t in
+                range(e.start - 2 * SLOT, e.start + 3 * SLOT, SLOT)}
+        print(f"probe: {e.kind} {e.queues[0]} {stamp(e.start - 60)}: averages "
+              f"{series[0]['values'] if series else None}; flags per slot {near}",
+              file=sys.stderr)
+
+
 def explain(sent, events, notify_after, sizes, flags):
     caught = {classify(t, f, events, notify_after)[1] for t, f in sent}
     for e, (jobs, share) in sizes.items():
@@ -269,6 +286,8 @@ def main(argv=None):
             influx = Influx(influx_server.url, "backtest")
             flags = read_flags(influx, scored_from)
             sizes = anomaly_sizes(sim, events)
+            if args.explain:
+                probe(influx, events, flags)
         finally:
             sim.stop()
             servers["maria"].stop()

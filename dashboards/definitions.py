@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from qmonit.core import schema
 from qmonit.core.influxql import quote_ident
+from qmonit.jobs.suspicious import DEFAULT_BIGPANDA, WINDOW_HOURS
 from qmonit.sinks.mysqlstore import quote_ident as sql_ident
 
 INFLUXDB, MYSQL = "influxdb", "mysql"
@@ -41,6 +42,9 @@ ROLLUPS = (
     (schema.RP_1D, "1d", None),
 )
 _RANGE = "${__to} - ${__from}"
+# The end of the time range as a UTC DATETIME, whatever the session's time zone.
+_TO_UTC = "CONVERT_TZ(FROM_UNIXTIME(${__to} / 1000), @@session.time_zone, '+00:00')"
+DEFAULT_BASELINE = "avg24h"
 # Flags are written at the 10-minute slot a minute or two after it starts; 11 minutes back from
 # the end of the range holds the latest run's flags and (in the first minute) at most the one
 # before it, which last() per series then shows once.
@@ -96,6 +100,7 @@ class Panel:
     x_field: str = ""
     stack: bool = False
     units: tuple = ()               # (field, unit) overrides
+    links: tuple = ()               # (field, title, URL) data links of a table's cells
 
 
 @dataclass(frozen=True)
@@ -256,6 +261,10 @@ RUN_COUNTS = (f'SELECT count("duration_s") AS "runs" FROM {_RUNS} WHERE $timeFil
               f"GROUP BY time($__interval), {tags((schema.SCRIPT, schema.STATUS))} fill(none)")
 LAST_RUNS = (f'SELECT last("duration_s") AS "duration_s", "points", "errors" FROM {_RUNS} '
              f"WHERE $timeFilter GROUP BY {tags((schema.SCRIPT, schema.STATUS))}")
+# The last ok run of each script up to the end of the range, however long ago: its Time is
+# shown as an age ("5 minutes ago"): the data's freshness at a glance.
+LAST_GOOD = (f'SELECT last("duration_s") AS "duration_s" FROM {_RUNS} WHERE time <= ${{__to}}ms '
+             f"AND {quote_ident(schema.STATUS)} = 'ok' GROUP BY {quote_ident(schema.SCRIPT)}")
 
 JOBS_DASHBOARD = Dashboard(
     uid="qmonit-jobs",
@@ -299,6 +308,13 @@ JOBS_DASHBOARD = Dashboard(
                            "errors"),
                   description="A script whose last ok run is old, or whose last run is an "
                               "error, needs a look (see its cron mail)."),
+            Panel("last_good", "Age of the last good slot per script", "table",
+                  (Target(INFLUXDB, LAST_GOOD, TABLE),), width=24, height=5,
+                  columns=(schema.SCRIPT, "Time", "duration_s"),
+                  units=(("Time", "dateTimeFromNow"),),
+                  description="When each script last ran ok (its slot). fetch_queues.py older "
+                              "than [notifications] stale_after (30 min) means stale data: "
+                              "suspicious.py and datadisk.py then send one notice."),
         )),
     ),
 )
@@ -318,12 +334,36 @@ SUSPICIOUS_VARIABLES = (
              multi=False, description="All: the sum over every queue"),
     Variable(schema.JOB_STATUS, "Status", values=schema.STATUSES, multi=False,
              include_all=False, default="running"),
+    Variable(schema.SUPPRESSED, "Suppressed",
+             values=(schema.SUPPRESSED_NO,) + schema.SUPPRESSION_REASONS,
+             default=schema.SUPPRESSED_NO,
+             description="no: the flags that notify; pick reasons (or All) to see the expected "
+                         "ones too"),
+    Variable("bigpanda", "BigPanDA", values=(DEFAULT_BIGPANDA,), multi=False,
+             include_all=False, default=DEFAULT_BIGPANDA,
+             description="Where the flags table links to ([suspicious] bigpanda_url)"),
 )
 
 FLAGS = (
-    f'SELECT last("score") AS "score", "current", "baseline", "ratio" FROM '
+    f'SELECT last("score") AS "score", "current", "baseline", "ratio", "slots" FROM '
     f"{_SUSPICIOUS.qualified} WHERE time > ${{__to}}ms - {FLAG_WINDOW} AND time <= ${{__to}}ms "
-    f"AND {match(schema.CLOUD)} AND {match(schema.LEVEL)} GROUP BY {tags(_SUSPICIOUS.tags)}")
+    f"AND {match(schema.CLOUD)} AND {match(schema.LEVEL)} AND {match(schema.SUPPRESSED)} "
+    f"GROUP BY {tags(_SUSPICIOUS.tags)}")
+_FIELD = "${__data.fields.%s}"
+FLAG_LINKS = (
+    (schema.PANDA_QUEUE, "BigPanDA jobs of this queue in this status",
+     f"${{bigpanda}}/jobs/?computingsite={_FIELD % schema.PANDA_QUEUE}"
+     f"&jobstatus={_FIELD % schema.JOB_STATUS}&hours={WINDOW_HOURS[DEFAULT_BASELINE]}"),
+    (schema.PANDA_QUEUE, "BigPanDA site page of this queue",
+     f"${{bigpanda}}/site/{_FIELD % schema.PANDA_QUEUE}/"),
+    (schema.ATLAS_SITE, "Jobs Monitoring of this site",
+     f"/d/qmonit-jobs?var-{schema.ATLAS_SITE}={_FIELD % schema.ATLAS_SITE}"),
+)
+SILENCES_SQL = (
+    "SELECT `id`, `target`, COALESCE(`job_status`, 'all') AS `job_status`, `starts_at`, "
+    "`ends_at`, `reason`, `created_by` FROM "
+    f"{sql_ident(schema.MYSQL_SILENCES_TABLE)} WHERE `starts_at` <= {_TO_UTC} AND "
+    f"`ends_at` > {_TO_UTC} ORDER BY `ends_at` LIMIT 100")
 FLAG_COUNTS = (
     f'SELECT mean("flags") AS "flags" FROM (SELECT count("score") AS "flags" FROM '
     f"{_SUSPICIOUS.qualified} WHERE $timeFilter AND {match(schema.CLOUD)} AND "
@@ -361,10 +401,19 @@ SUSPICIOUS_DASHBOARD = Dashboard(
                   columns=(schema.LEVEL, schema.ATLAS_SITE, schema.PANDA_QUEUE,
                            schema.PROD_SOURCE, schema.RESOURCE, schema.JOB_STATUS,
                            schema.DIRECTION, "current", "baseline", "ratio", "score",
-                           schema.CLOUD, "Time"),
+                           "slots", schema.SUPPRESSED, schema.CLOUD, "Time"),
+                  links=FLAG_LINKS,
                   description="The flags of the last suspicious.py run before the end of the "
                               "time range. score = |current - baseline| x |log2((current+1)/"
-                              "(baseline+1))|."),
+                              "(baseline+1))|; slots: for how many 10-minute slots it has "
+                              "held; suppressed: no, or why it is expected (queue_status, "
+                              "downtime, silenced). Queue and site names link to BigPanDA."),
+            Panel("silences", "Active silences (suspicious.py --silence)", "table",
+                  (Target(MYSQL, SILENCES_SQL, TABLE),), width=24, height=5,
+                  sort_by="ends_at",
+                  description="Operators' silences at the end of the time range; "
+                              "suspicious.py --list-silences prints the same, --unsilence ID "
+                              "ends one."),
             Panel("flag_counts", "Flags over time", "timeseries",
                   (Target(INFLUXDB, FLAG_COUNTS,
                           alias=f"$tag_{schema.LEVEL} $tag_{schema.DIRECTION}"),),

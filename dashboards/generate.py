@@ -176,6 +176,11 @@ def panel(p, panel_id):
         b = b.interval(p.min_interval)
     for name, unit in p.units:
         b = b.override_by_name(name, [models.DynamicConfigValue(id_val="unit", value=unit)])
+    links = {}
+    for name, title, url in p.links:
+        links.setdefault(name, []).append({"title": title, "url": url, "targetBlank": True})
+    for name, items in links.items():
+        b = b.override_by_name(name, [models.DynamicConfigValue(id_val="links", value=items)])
     for i, target in enumerate(p.targets):
         b = b.with_target(Query(target, defs.ref_id(i)))
     return b

@@ -136,6 +136,9 @@ def build(influx_server, mariadb_server, directory, database, before_midnight=2,
     for hour in slots[::6]:
         sim.set_time(hour)
         _run(data, "datadisk.py", "--timestamp", fmt(hour + dt.timedelta(minutes=5)))
+    # An operator's silence (of a site that has no flag), for the silences table.
+    _run(data, "suspicious.py", "--timestamp", fmt(slots[0]), "--silence", "SILENCED-SITE",
+         "--until", fmt(slots[-1] + 2 * HOUR), "--reason", "dashboard test")
     for slot in slots[-suspicious_slots:]:
         sim.set_time(slot)
         _run(data, "suspicious.py", "--timestamp", fmt(slot + dt.timedelta(seconds=90)))
@@ -466,3 +469,32 @@ def test_expand_escapes_like_grafana():
         f"{int(t0.timestamp()) * 1000 + 3600_000}ms {int(t0.timestamp()) * 1000} 5s"
     assert defs.expand("$__interval", d, ctx, min_interval="10m") == "10m"
     assert defs.expand("$tag_cloud", d, ctx) == "$tag_cloud"    # not a variable: left alone
+
+
+def test_flags_hide_suppressed_by_default_link_to_bigpanda_and_silences_show(data):
+    need(data, ["suspicious.py"])
+    board = defs.SUSPICIOUS_DASHBOARD
+    panel = board.panel("flags")
+    shown = defs.expand(panel.targets[0].query, board, defs.Context(data.start, data.end))
+    everything = defs.expand(panel.targets[0].query, board,
+                             defs.Context(data.start, data.end, {"suppressed": defs.ALL}))
+    assert '"suppressed" =~ /^(no)$/' in shown or '"suppressed" =~ /^no$/' in shown
+    rows = [dict(zip(s["columns"], s["values"][0]), **s["tags"]) for s in run(data, shown)]
+    assert rows and {r["suppressed"] for r in rows} == {"no"}
+    assert all(r["slots"] >= 1 for r in rows)
+    assert len(run(data, everything)) >= len(rows)
+    model = json.loads(generate.dashboard_json(board))
+    [flags] = [p for p in model["panels"] if p.get("title") == panel.title]
+    links = {o["matcher"]["options"]: o["properties"][0]["value"]
+             for o in flags["fieldConfig"]["overrides"]
+             if o["properties"][0]["id"] == "links"}
+    assert links[schema.PANDA_QUEUE][0]["url"] == (
+        "${bigpanda}/jobs/?computingsite=${__data.fields.panda_queue}"
+        "&jobstatus=${__data.fields.job_status}&hours=24")
+    silences = board.panel("silences")
+    query = defs.expand(silences.targets[0].query, board, defs.Context(data.start, data.end),
+                        defs.MYSQL)
+    assert [r[1] for r in run(data, query, defs.MYSQL)] == ["SILENCED-SITE"]
+    later = defs.Context(data.end + 3 * HOUR, data.end + 4 * HOUR)
+    assert not run(data, defs.expand(silences.targets[0].query, board, later, defs.MYSQL),
+               defs.MYSQL)
