@@ -133,7 +133,7 @@ def run(series=25000, hours=HOURS, now=None):
     now = now or dt.datetime.now(dt.UTC)
     last = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
     slots = [last - dt.timedelta(minutes=10 * i) for i in range(hours * 6 - 1, -1, -1)]
-    collapse, spike = inject_anomalies(sim_url, last)
+    collapse, spike, offline = inject_anomalies(sim_url, last)
     started = time.monotonic()
     for slot in progress(slots, desc="backfill", unit="slot"):
         stamp = slot.strftime("%Y-%m-%d %H:%M:%S")
@@ -145,7 +145,8 @@ def run(series=25000, hours=HOURS, now=None):
                    f"{slot + dt.timedelta(minutes=5):%Y-%m-%d %H:%M:%S}")
     print(f"backfilled {len(slots)} slots ({hours} h) through fetch_queues.py in "
           f"{time.monotonic() - started:.0f} s; injected a collapse of {collapse} and a "
-          f"spike of failed jobs at {spike} in the last slot")
+          f"spike of failed jobs at {spike} in the last slot, and set {offline} offline in "
+          f"CRIC an hour before it (an expected drop: its flags are suppressed)")
 
     stamp = last.strftime("%Y-%m-%d %H:%M:%S")
     for name, args in (("downsample.py", ("--average", "1h")),
@@ -170,7 +171,8 @@ def run(series=25000, hours=HOURS, now=None):
 
 def inject_anomalies(sim_url, last):
     """A collapse of running jobs and a spike of failed jobs, from the last slot on, at two of
-    the biggest queues, so that suspicious.py has something to flag."""
+    the biggest queues, so that suspicious.py has something to flag; and a third big queue
+    set offline an hour before the last slot, whose drain is flagged but suppressed."""
     state = requests.get(f"{sim_url}/_sim/state", timeout=30).json()
     sim_control(sim_url, time=last.strftime("%Y-%m-%d %H:%M:%S"))
     stats = requests.get(f"{sim_url}/api/v1/statistics/job_stats_by_site_share_and_resource_"
@@ -178,11 +180,14 @@ def inject_anomalies(sim_url, last):
                          timeout=60).json()["data"]
     running = sorted(((sum(c.get("running", 0) for r in labels.values() for c in r.values()), q)
                       for q, labels in stats.items() if q in state["queues"]), reverse=True)
-    collapse, spike = running[0][1], running[1][1]
+    collapse, spike, offline = running[0][1], running[1][1], running[2][1]
     start = last.strftime("%Y-%m-%d %H:%M:%S")
     sim_control(sim_url, anomalies=[{"queue": collapse, "kind": "collapse", "start": start},
-                                    {"queue": spike, "kind": "spike", "start": start}])
-    return collapse, spike
+                                    {"queue": spike, "kind": "spike", "start": start}],
+                events=[{"kind": "offline", "queue": offline,
+                         "start": int((last - dt.timedelta(hours=1)).timestamp()),
+                         "end": int((last + dt.timedelta(days=1)).timestamp())}])
+    return collapse, spike, offline
 
 
 def render_preview(config, influx, slot):
@@ -198,20 +203,29 @@ def render_preview(config, influx, slot):
 
 def flags(influx, slot):
     [series] = influx.query(
-        f'SELECT "current", "baseline", "ratio", "score" FROM {schema.SUSPICIOUS.qualified} '
-        f'WHERE time = {int(slot.timestamp())}s GROUP BY *')
+        f'SELECT "current", "baseline", "ratio", "score", "slots" FROM '
+        f'{schema.SUSPICIOUS.qualified} WHERE time = {int(slot.timestamp())}s GROUP BY *')
     rows = []
     for s in series:
         values = dict(zip(s["columns"], s["values"][0]))
         rows.append((values["score"], s["tags"], values))
     rows.sort(key=lambda r: r[0], reverse=True)
-    print(f"\nSuspicious now: {len(rows)} flags; the top ones:")
-    for score, tags, v in rows[:8]:
-        where = tags[schema.ATLAS_SITE] if tags[schema.LEVEL] == "site" else \
-            tags[schema.PANDA_QUEUE]
-        print(f"  {tags[schema.LEVEL]:<5} {where:<30} {tags[schema.JOB_STATUS]:<10} "
-              f"{tags[schema.DIRECTION]:<5} {v['current']:>8.0f} vs {v['baseline']:>8.1f}  "
-              f"score {score:.1f}")
+    told = [r for r in rows if r[1].get(schema.SUPPRESSED, "no") == "no"]
+    expected = [r for r in rows if r[1].get(schema.SUPPRESSED, "no") != "no"]
+    print(f"\nSuspicious now: {len(rows)} flags, {len(told)} to tell an operator; the top ones:")
+    for score, tags, v in told[:8]:
+        _print_flag(score, tags, v)
+    print(f"Expected ({len(expected)} flags suppressed, shown only on request), the top ones:")
+    for score, tags, v in expected[:3]:
+        _print_flag(score, tags, v)
+
+
+def _print_flag(score, tags, v):
+    where = tags[schema.ATLAS_SITE] if tags[schema.LEVEL] == "site" else tags[schema.PANDA_QUEUE]
+    print(f"  {tags[schema.LEVEL]:<5} {where:<30} {tags[schema.JOB_STATUS]:<10} "
+          f"{tags[schema.DIRECTION]:<5} {v['current']:>8.0f} vs {v['baseline']:>8.1f}  "
+          f"score {score:>7.1f}  slots {v.get('slots') or 1}  "
+          f"suppressed {tags.get(schema.SUPPRESSED, 'no')}")
 
 
 def summary(influx, maria, slot, sim_url):

@@ -474,6 +474,7 @@ def test_config_urls():
         "site_url": "http://127.0.0.1:1234/api/atlas/site/query/?json",
         "ddmendpoint_url": "http://127.0.0.1:1234/api/atlas/ddmendpoint/query/?json",
         "federation_url": "http://127.0.0.1:1234/api/core/federation/query/?json",
+        "downtime_url": "http://127.0.0.1:1234/api/core/downtime/query/?json",
         "monit_url": "http://127.0.0.1:1234/api/datasources/proxy/7811/_msearch",
     }
 
@@ -688,3 +689,35 @@ def test_monit_faults(sim):
     with pytest.raises(requests.exceptions.Timeout):
         requests.post(config_urls(sim.url)["monit_url"], data=b"x\n", headers=AUTH,
                       timeout=0.3)
+
+
+def test_events_set_statuses_drain_and_serve_a_downtime_feed(sim):
+    from qmonit.dev.simulator import events
+    queue = max(sim.universe.panda, key=lambda q: (q.status == "online", q.running)).key
+    site = sim.universe.by_key[queue].site.name
+    start = int(datetime(2026, 11, 25, 12, 0, tzinfo=UTC).timestamp())
+    sim.clear_events()
+    try:
+        sim.add_events(events.from_dicts([
+            {"kind": "offline", "queue": queue, "start": start, "end": start + 7200},
+            {"kind": "downtime", "site": site, "start": start, "end": start + 3600}],
+            sim.universe))
+
+        def at(offset):
+            sim.set_time(datetime.fromtimestamp(start + offset, UTC))
+            pq = sim.cric_data("pandaqueue")
+            status = next(r["status"] for r in pq.values() if r["panda_resource"] == queue)
+            data = sim.expected_stats()
+            running = sum(c.get("running", 0) for r in data[queue].values() for c in r.values())
+            return status, running
+
+        before, during, after = at(-600), at(3000), at(7200 + 2 * 3600)
+        assert before[0] == "online" and during[0] == "offline" and after[0] == "online"
+        assert during[1] < 0.3 * before[1] and after[1] > 0.7 * before[1]
+        feed = json.loads(sim._cric_body("downtime"))
+        [outage] = [e for e in feed[site] if e["severity"] == "OUTAGE"]
+        assert outage["start_time"] == "2026-11-25T12:00:00"
+        assert outage["end_time"] == "2026-11-25T13:00:00"
+    finally:
+        sim.clear_events()
+        sim.set_time(None)
