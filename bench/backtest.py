@@ -320,11 +320,88 @@ def main(argv=None):
         results[name] = score(sent, events, sizes, after, days)
         if args.explain and name == list(rules)[args.explain - 1]:
             explain(sent, events, after, sizes, flags)
+    robust = median_flags(sim, events, slots, scored_from)
+    for name, (due, after) in (
+            ("24 h median baseline, context, notify_after = 1, failed drops not notified",
+             (lambda f: context(f) and not quiet(f), 1)),
+            ("24 h median baseline, context, notify_after = 1, every direction", (context, 1)),
+            ("24 h median baseline, no context, every new flag", (lambda f: True, 1))):
+        results[name] = score(notifications(robust, due), events, sizes, after, days)
     report = render(args, events, results, timings, time.monotonic() - started, days)
     print(report)
     if not args.no_write:
         write_section(ROOT / "BENCHMARKS.md", report)
     return 0
+
+
+def median_flags(sim, events, slots, scored_from, with_context=True):
+    """{slot: [flag dict]} of the same rules with a robust baseline instead of the 24 h mean:
+    the median of the series' last 144 slots (24 h), computed here from the simulator's
+    counts (what fetch_queues.py wrote), with the same context (qmonit.jobs.context: CRIC
+    statuses with their history and grace, the downtime feed) when with_context."""
+    import numpy as np
+
+    from qmonit.jobs import averages, suspicious
+    from qmonit.jobs import context as context_module
+    from qmonit.sources import cric, downtime
+
+    rules = suspicious.Rules()
+    watched = rules.statuses
+    base_dump = sim.cric_data("pandaqueue")
+    queues = cric.queue_metadata(base_dump)
+    base_status = context_module.queue_statuses(base_dump)
+    outages = downtime.outages(sim_events.downtime_feed(events, {}))
+    keys, index, rows = [], {}, []
+    for t in slots:
+        data = sim.expected_stats(dt.datetime.fromtimestamp(t, dt.UTC))
+        row = {}
+        for q, labels in data.items():
+            for label, resources in labels.items():
+                for resource, counts in resources.items():
+                    for status in watched:
+                        key = (q, label, resource, status)
+                        if key not in index:
+                            index[key] = len(keys)
+                            keys.append(key)
+                        row[index[key]] = counts.get(status, 0)
+        rows.append(row)
+    matrix = np.zeros((len(slots), len(keys)))
+    for i, row in enumerate(rows):
+        for j, n in row.items():
+            matrix[i, j] = n
+    history = {}
+    out = {}
+    held = {}
+    for i, t in enumerate(slots):
+        statuses = dict(base_status)
+        statuses.update({q: s for q, (s, _) in sim_events.statuses(events, t).items()})
+        history = context_module.update_history(history, statuses, t)
+        if t < scored_from or i < 144:
+            continue
+        medians = np.median(matrix[i - 144:i], axis=0)
+        series = []
+        for j, key in enumerate(keys):
+            info = queues.get(key[0])
+            site, cloud = (info.atlas_site, info.cloud) if info else (schema.UNKNOWN,) * 2
+            series.append(averages.Average(*key, site, cloud, "T2", current=int(matrix[i, j]),
+                                           avg1h=None, avg6h=None, avg12h=None,
+                                           avg24h=float(medians[j]), avg7d=None, avg30d=None,
+                                           coverage=1.0))
+        found = suspicious.find_flags(series, rules)
+        if with_context:
+            ctx = context_module.Context(t, GRACE, dt.datetime.fromtimestamp(t + 180, dt.UTC),
+                                         history, outages, [])
+            found = context_module.annotate(
+                found, ctx, context_module.site_changes(series, "avg24h", watched))
+        now = {}
+        for f in found:
+            point = f._asdict()
+            key = flag_key(point)
+            point["slots"] = held.get(key, 0) + 1
+            now[key] = point["slots"]
+            out.setdefault(t, []).append(point)
+        held = now
+    return out
 
 
 def render(args, events, results, timings, elapsed, days):
