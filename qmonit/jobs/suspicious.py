@@ -311,6 +311,7 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
     """One run for the slot that holds `now`. Sinks default to the config's."""
     rules = Rules.from_config(config)
     settings = notify.Settings.from_config(config)
+    stale_after = deadman.stale_after(config)
     durations = retention_durations(config)
     data_dir = config.data_dir()
     influx = influx or Influx.from_config(config)
@@ -318,7 +319,6 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
     slot = transform.slot_of(now)
     influx.check_retained(schema.RP_10M, slot)
     record = Run(SCRIPT, slot)
-    stale_after = deadman.stale_after(config)
     # Before anything can fail for want of data: a silent QMonit must not look like a quiet grid.
     record.errors += deadman.check(settings, stale_after, influx, now, data_dir, dry_run, out)
     try:
