@@ -83,7 +83,8 @@ def stamp(epoch):
     return dt.datetime.fromtimestamp(epoch + 60, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def run_scripts(config, sim, slots, scored_from, servers=None, log_every=36):
+def run_scripts(config, sim, slots, scored_from, servers=None, log_every=36,
+                watch=None):
     started = time.monotonic()
     timings = {"fetch_queues": [], "suspicious": []}
     retries = timings["retries"] = []
@@ -108,6 +109,8 @@ def run_scripts(config, sim, slots, scored_from, servers=None, log_every=36):
             timings[name].append(time.monotonic() - begun)
             if code != 0:
                 raise SystemExit(f"backtest: {name}.py failed at {stamp(t)} (exit {code})")
+            if watch and name == "suspicious":
+                watch(t)
         if i % log_every == 0:
             print(f"  slot {i + 1}/{len(slots)}, {time.monotonic() - started:.0f} s",
                   file=sys.stderr, flush=True)
@@ -202,6 +205,9 @@ def probe(influx, events, flags):
             f'"panda_queue" = \'{e.queues[0]}\' AND "job_status" = \'{status}\'')
         near = {(t - e.start) // SLOT: len(flags.get(t, ())) for t in
                 range(e.start - 2 * SLOT, e.start + 3 * SLOT, SLOT)}
+        [direct] = influx.query(f'SELECT count("score") FROM {schema.SUSPICIOUS.qualified} '
+                                f"WHERE time = {e.start}s")
+        near["direct"] = direct[0]["values"][0][1] if direct else 0
         print(f"probe: {e.kind} {e.queues[0]} {stamp(e.start - 60)}: averages "
               f"{series[0]['values'] if series else None}; flags per slot {near}",
               file=sys.stderr)
@@ -282,18 +288,33 @@ def main(argv=None):
             scored_from = start + 86400
             print(f"backtest: {args.days} days ({len(slots)} slots), {args.series} series, "
                   f"{len(events)} events", file=sys.stderr)
-            timings = run_scripts(config, sim, slots, scored_from, servers)
             influx = Influx(influx_server.url, "backtest")
+            written = {}
+
+            def watch(t):
+                [found] = influx.query(f'SELECT count("score") FROM '
+                                       f"{schema.SUSPICIOUS.qualified} WHERE time = {t}s")
+                written[t] = found[0]["values"][0][1] if found else 0
+
+            timings = run_scripts(config, sim, slots, scored_from, servers,
+                                  watch=watch if args.explain else None)
             flags = read_flags(influx, scored_from)
             sizes = anomaly_sizes(sim, events)
             if args.explain:
                 probe(influx, events, flags)
+                lost = {t: (n, len(flags.get(t, ()))) for t, n in written.items()
+                        if n != len(flags.get(t, ()))}
+                print(f"flags written then lost: {len(lost)} slots, e.g. "
+                      f"{sorted(lost.items())[:5]}", file=sys.stderr)
         finally:
             sim.stop()
             servers["maria"].stop()
             influx_server.stop()
     days = (end - scored_from) / 86400
     def quiet(f):
+        return (f["job_status"], f["direction"]) in (("failed", "drop"), ("running", "spike"))
+
+    def failed_drop(f):
         return (f["job_status"], f["direction"]) == ("failed", "drop")
 
     def context(f):
@@ -303,14 +324,16 @@ def main(argv=None):
         return lambda f: (f.get("slots") or 1) >= n
 
     rules = {
-        "context, notify_after = 1, failed drops not notified (default)": (
+        "context, notify_after = 1, not_notified = failed drop, running spike (default)": (
             lambda f: context(f) and not quiet(f), 1),
-        "context, notify_after = 2, failed drops not notified": (
+        "context, notify_after = 2, not_notified = failed drop, running spike": (
             lambda f: context(f) and held(2)(f) and not quiet(f), 2),
+        "context, notify_after = 1, not_notified = failed drop": (
+            lambda f: context(f) and not failed_drop(f), 1),
         "context, notify_after = 1, every direction": (context, 1),
         "context, notify_after = 2, every direction": (
             lambda f: context(f) and held(2)(f), 2),
-        "no context, notify_after = 1, failed drops not notified": (
+        "no context, notify_after = 1, not_notified = failed drop, running spike": (
             lambda f: not quiet(f), 1),
         "today's rule (no context, every new flag)": (lambda f: True, 1),
     }
@@ -322,8 +345,8 @@ def main(argv=None):
             explain(sent, events, after, sizes, flags)
     robust = median_flags(sim, events, slots, scored_from)
     for name, (due, after) in (
-            ("24 h median baseline, context, notify_after = 1, failed drops not notified",
-             (lambda f: context(f) and not quiet(f), 1)),
+            ("24 h median baseline, context, notify_after = 1, not_notified = failed drop, "
+             "running spike", (lambda f: context(f) and not quiet(f), 1)),
             ("24 h median baseline, context, notify_after = 1, every direction", (context, 1)),
             ("24 h median baseline, no context, every new flag", (lambda f: True, 1))):
         results[name] = score(notifications(robust, due), events, sizes, after, days)
