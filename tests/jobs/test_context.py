@@ -32,6 +32,12 @@ def flag(queue="Q1", site="S1", status="running", direction="drop", level="queue
 
 # --- pure ---------------------------------------------------------------------------------
 
+def test_flag_carries_every_tag_and_field_of_the_measurement():
+    assert set(suspicious.Flag._fields) == set(schema.SUSPICIOUS.tags + schema.SUSPICIOUS.fields)
+    point = suspicious.flag_points([flag(suppressed="downtime", slots=3)], T0)[0]
+    assert point.tags[schema.SUPPRESSED] == "downtime" and point.fields["slots"] == 3
+
+
 def test_status_history_stamps_changes_and_ignores_backfills():
     epoch = int(T0.timestamp())
     h = context.update_history({}, {"Q1": "online", "Q2": "offline"}, epoch)
