@@ -110,7 +110,8 @@ def fetch(session, cache, opts, window, now, dry_run):
     started = time.monotonic()
     pandaqueues = cric.refresh(session, cache, "pandaqueue", opts["pandaqueue_url"],
                                opts["cric_timeout"], dry_run=dry_run)
-    queues = cric.queue_metadata(pandaqueues)
+    # The hourly job refreshes the site dump: the corepower of queues CRIC gives none.
+    queues = cric.queue_metadata(pandaqueues, cache.read("site"))
     # The hourly job refreshes the federation data; without a copy the pledge is 0.
     pledges = cric.federation_pledges(cache.read("federation"), now)
     log.debug("CRIC: %d queues, %d pledges in %.2f s", len(queues), len(pledges),

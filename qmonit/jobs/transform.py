@@ -7,7 +7,7 @@ from collections import namedtuple
 from functools import lru_cache
 
 from ..core import lineprotocol, schema
-from ..sources.cric import UNKNOWN_QUEUE
+from ..sources.cric import DEFAULT_MULTICORE, UNKNOWN_QUEUE
 
 SLOT = dt.timedelta(minutes=10)
 
@@ -26,8 +26,16 @@ def slot_of(now):
 
 
 def resource_factor(resource, corecount):
-    """Cores a job of this resource type holds: 1 for single-core, the queue's corecount else."""
-    return 1.0 if resource.upper().startswith("SCORE") else float(max(corecount, 1))
+    """Cores a job of this resource type holds: 1 for single-core, the queue's corecount else.
+
+    Without a corecount (CRIC's is null), a multi-core type (MCORE, MCORE_HIMEM, ...) holds
+    ATLAS's standard 8 cores, anything else 1."""
+    kind = str(resource or "").upper()
+    if kind.startswith("SCORE"):
+        return 1.0
+    if not corecount:
+        return float(DEFAULT_MULTICORE) if "MCORE" in kind else 1.0
+    return float(max(corecount, 1))
 
 
 def job_points(stats, queues, pledges, slot, time_window):

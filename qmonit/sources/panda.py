@@ -1,7 +1,7 @@
 """The PanDA job-statistics source: {queue: {label: {resource: {status: count}}}}."""
 import logging
 
-from ..core import http
+from ..core import http, schema
 from ..core.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -10,6 +10,9 @@ V1_PATH = "/api/v1/statistics/job_stats_by_site_share_and_resource_type"
 LEGACY_PATH = "/server/panda/get_job_statistics_per_site_label_resource"
 APIS = ("v1", "legacy")
 MAX_TIME_WINDOW = 60
+# How PanDA writes a key it has no value for: null in JSON (which json.dumps makes "null"),
+# None in the text reply; and an empty string.
+NULL_KEYS = (None, "", "None", "null")
 
 
 def stats_url(base_url, api, time_window):
@@ -20,7 +23,14 @@ def stats_url(base_url, api, time_window):
 def fetch_job_stats(session, base_url, api, time_window, timeout):
     """Ask PanDA for the job counts; SourceError names the URL when anything is wrong."""
     url = stats_url(base_url, api, time_window)
-    text = http.fetch(session, url, timeout, headers={"Accept": "application/json"})
+    try:
+        text = http.fetch(session, url, timeout, headers={"Accept": "application/json"})
+    except SourceError as e:
+        if api == "legacy" and "HTTP 403" in e.reason:
+            raise SourceError(url, f"{e.reason} -- this PanDA server no longer offers the legacy "
+                                   "statistics call (removed in May 2026): set [panda] api = v1"
+                              ) from None
+        raise
     payload = http.parse_json(url, text, allow_python_literal=True)
     if api == "v1":
         if not isinstance(payload, dict) or "data" not in payload:
@@ -29,7 +39,7 @@ def fetch_job_stats(session, base_url, api, time_window, timeout):
             message = " ".join(str(payload.get("message") or "no message").split())[:200]
             raise SourceError(url, f"success is false: {message}")
         payload = payload["data"]
-    return validate(url, payload)
+    return null_keys_to_unknown(url, validate(url, payload))
 
 
 def validate(url, stats):
@@ -50,6 +60,40 @@ def validate(url, stats):
                         raise SourceError(url, f"{queue}/{label}/{resource}/{status}: "
                                           f"bad count {count!r}")
     return stats
+
+
+def null_keys_to_unknown(url, stats):
+    """Count null or empty queue, label, resource and status keys under "unknown" (added to
+    what is there already), with one warning; the other keys are left as they are."""
+    if not any(_is_null(k) for k in _all_keys(stats)):
+        return stats
+    out, series = {}, 0
+    for queue, labels in stats.items():
+        for label, resources in labels.items():
+            for resource, statuses in resources.items():
+                for status, count in statuses.items():
+                    keys = (queue, label, resource, status)
+                    series += any(_is_null(k) for k in keys)
+                    q, lab, res, st = (schema.UNKNOWN if _is_null(k) else str(k) for k in keys)
+                    counts = out.setdefault(q, {}).setdefault(lab, {}).setdefault(res, {})
+                    counts[st] = counts.get(st, 0) + count
+    log.warning("%s: %d series with a null or empty key, counted under %r", url, series,
+                schema.UNKNOWN)
+    return out
+
+
+def _is_null(key):
+    return key in NULL_KEYS or not isinstance(key, str) or not key.strip()
+
+
+def _all_keys(stats):
+    for queue, labels in stats.items():
+        yield queue
+        for label, resources in labels.items():
+            yield label
+            for resource, statuses in resources.items():
+                yield resource
+                yield from statuses
 
 
 def time_window(configured, last_slot, slot):

@@ -217,7 +217,10 @@ def test_cric_endpoints_shapes(sim):
     sites = responses["site_url"].json()
     ddms = responses["ddmendpoint_url"].json()
     feds = responses["federation_url"].json()
-    assert isinstance(queues, dict) and isinstance(sites, list) and isinstance(ddms, list)
+    # Today's CRIC: every dump an object keyed by name
+    assert isinstance(queues, dict) and isinstance(sites, dict) and isinstance(ddms, dict)
+    assert all(name == entry["name"] for dump in (sites, ddms) for name, entry in dump.items())
+    sites, ddms = list(sites.values()), list(ddms.values())
     assert list(queues) == sim.cric_queue_names()
 
     # same field names as the recorded real payload
@@ -226,7 +229,8 @@ def test_cric_endpoints_shapes(sim):
     for name, q in queues.items():
         for field in PANDAQUEUE_FIELDS:
             assert field in q, (name, field)
-            assert type(q[field]) is type(real[field]) or field == "corepower", field
+            assert type(q[field]) is type(real[field]) or field == "corepower" or \
+                (field == "corecount" and q[field] is None), field
         assert q["tier"] in ("T1", "T2D", "T2", "T3")
         assert q["type"] in ("production", "analysis", "unified")
         assert q["status"] in ("online", "offline", "test", "brokeroff")
@@ -262,6 +266,39 @@ def test_cric_endpoints_shapes(sim):
         assert set(fed["rcsites"]) <= rc_sites
     known = sum(q["rc"] in feds for q in queues.values())
     assert 0.5 * len(queues) < known < len(queues)  # Tier3s have no pledge
+
+
+def test_todays_cric_fields(sim):
+    queues = sim.cric_data("pandaqueue")
+    sites = sim.cric_data("site")
+    ddms = sim.cric_data("ddmendpoint")
+    analysis = [q for q in queues.values() if "read_lan_analysis" in q["astorages"]]
+    assert 0 < len(analysis) < len(queues) / 3
+    for q in analysis:
+        assert q["type"] in ("analysis", "unified")
+        [disk] = q["astorages"]["read_lan_analysis"]
+        assert ddms[disk]["type"] == "DATADISK" and disk not in q["astorages"]["read_lan"]
+    null_cores = [q for q in queues.values() if q["corecount"] is None]
+    assert null_cores and all(q["capability"] != "score" for q in null_cores)
+    null_power = [q for q in queues.values() if q["corepower"] is None]
+    assert null_power
+    assert all(sites[q["atlas_site"]]["corepower"] == q["corepower_data"]["corepower"]
+               for q in null_power)
+
+
+def test_agis_lists_and_pledge_years():
+    with Simulator(seed=3, series=300, time=T0, agis_lists=True) as old:
+        assert isinstance(old.cric_data("site"), list)
+        assert isinstance(old.cric_data("ddmendpoint"), list)
+        feds = old.cric_data("federation")
+        for when, (year, quarter) in (("2026-02-10 00:00:00", ("2025", "Q4")),
+                                      ("2026-04-10 00:00:00", ("2026", "Q1")),
+                                      ("2026-12-10 00:00:00", ("2026", "Q3"))):
+            old.set_time(when)
+            feds = old.cric_data("federation")
+            expected = old.expected_pledges(when)
+            assert expected and {name: fed["pledges"][year][quarter]["atlas"]["CPU"]
+                                 for name, fed in feds.items()} == expected
 
 
 def test_panda_resource_differs_from_name_sometimes(sim):
@@ -581,7 +618,7 @@ def test_monit_serves_what_a_query_does_not_filter_out(sim):
 
 def test_monit_datadisks_are_cric_datadisks_and_read_lan_ones(sim):
     sums = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
-    cric = {e["name"]: e for e in sim.cric_data("ddmendpoint")}
+    cric = sim.cric_data("ddmendpoint")
     assert all(cric[rse]["type"] == "DATADISK" and cric[rse]["token"] == "ATLASDATADISK"
                for rse in sums)
     read = {e for q in sim.cric_data("pandaqueue").values() for e in q["astorages"]["read_lan"]

@@ -41,8 +41,8 @@ def test_one_point_per_count_and_nothing_lost(stats, now, window):
         else:
             assert p.tags[schema.ATLAS_SITE] == "S"
             assert p.fields["federation_HS06_pledge"] == 1234.0
-        factor = 1.0 if p.tags[schema.RESOURCE].startswith("SCORE") else \
-            (8.0 if info else 1.0)
+        # Known queues have corecount 8; unknown ones none, so MCORE* counts 8 there too.
+        factor = 1.0 if p.tags[schema.RESOURCE].startswith("SCORE") else 8.0
         assert p.fields["resource_factor"] == factor
 
 
@@ -95,3 +95,13 @@ def test_fast_lines_equal_the_generic_encoding(stats, now, window):
 def transform_split(line):
     head, fields, ts = split_unescaped(line, " ")
     return split_unescaped(head, ","), split_unescaped(fields, ","), ts
+
+
+def test_resource_factor_without_a_corecount():
+    assert transform.resource_factor("MCORE", None) == 8.0
+    assert transform.resource_factor("MCORE_HIMEM", None) == 8.0
+    assert transform.resource_factor("SCORE_HIMEM", None) == 1.0
+    assert transform.resource_factor("unknown", None) == 1.0
+    assert transform.resource_factor(None, None) == 1.0
+    assert transform.resource_factor("MCORE", 12) == 12.0
+    assert transform.resource_factor("SCORE", 12) == 1.0

@@ -21,10 +21,14 @@ PanDA job statistics, QUEUE -> LABEL -> RESOURCE_TYPE -> STATUS -> COUNT
 CRIC (JSON, application/json; query strings such as "?json" are ignored)
   GET /api/atlas/pandaqueue/query/    dict keyed by queue name; "panda_resource" is the
                                       PanDA queue key, which differs from the name for ~5%
-  GET /api/atlas/site/query/          list of ATLAS sites
-  GET /api/atlas/ddmendpoint/query/   list of DDM endpoints
+  GET /api/atlas/site/query/          dict of ATLAS sites keyed by name (a list, as AGIS
+                                      served it, with Simulator(agis_lists=True))
+  GET /api/atlas/ddmendpoint/query/   dict of DDM endpoints keyed by name (idem)
   GET /api/core/federation/query/     dict keyed by federation, CPU/Disk pledges per
-                                      quarter for the simulated year and the one before
+                                      quarter for the pledge years (from 1 April) named by
+                                      the simulated year and the one before
+  Today's CRIC: some analysis queues carry astorages.read_lan_analysis (another DATADISK
+  than read_lan's), some corecount (multi-core, 8) and corepower (the site's) are null.
 
 MONIT Grafana datasource proxy to the Rucio accounting Elasticsearch (see MONIT below)
   POST /api/datasources/proxy/<id>/_msearch   NDJSON body (header line, query line, ...,

@@ -43,8 +43,10 @@ class Simulator:
     """PanDA + CRIC stand-in. See the module docstring for the endpoints."""
 
     def __init__(self, seed=1, series=25000, time=None, hang_seconds=30.0, odd_names=False,
-                 monit_token=None):
+                 monit_token=None, agis_lists=False):
         self.seed = seed
+        # True: site and ddmendpoint dumps as lists, as AGIS served them before 2020.
+        self.agis_lists = agis_lists
         # None: the MONIT proxy takes any non-empty bearer token; else exactly this one.
         self.monit_token = monit_token
         self.series_target = series
@@ -282,11 +284,25 @@ class Simulator:
         return {q.name: _pandaqueue_record(q, self.seed) for q in self.universe.cric}
 
     def _site_payload(self):
-        return [_site_record(site, self.seed) for site in self.universe.sites]
+        return self._keyed([_site_record(site, self.seed) for site in self.universe.sites])
 
     def _ddm_payload(self):
-        return [_ddm_record(site, endpoint, self.seed)
-                for site in self.universe.sites for endpoint in site.ddmendpoints]
+        return self._keyed([_ddm_record(site, endpoint, self.seed)
+                            for site in self.universe.sites for endpoint in site.ddmendpoints])
+
+    def _keyed(self, records):
+        """CRIC's shape, an object keyed by name (AGIS's list with agis_lists)."""
+        return records if self.agis_lists else {r["name"]: r for r in records}
+
+    def expected_pledges(self, when):
+        """{federation: ATLAS CPU pledge} for the WLCG pledge quarter that holds `when`
+        (pledge years start on 1 April), from the federation dump served at `when`."""
+        when = _utc(when)
+        pledge_year = when.year if when.month >= 4 else when.year - 1
+        # The dump holds the pledge years when.year - 1 (as planned) and when.year (grown).
+        return {name: int(round(fed["cpu"] * (1.0 if pledge_year < when.year
+                                              else fed["growth"]), -2))
+                for name, fed in self.universe.federations.items()}
 
     def _federation_payload(self, year):
         out = {}
