@@ -22,7 +22,7 @@ import time
 from collections import Counter, namedtuple
 from urllib.parse import urlsplit
 
-from ..core import http, schema
+from ..core import schema
 from ..core.errors import ConfigError, SinkError, SourceError
 from ..core.files import State
 from ..core.influxql import quote_ident, quote_string, time_literal
@@ -276,8 +276,11 @@ def running_analysis(influx, slot):
 Inputs = namedtuple("Inputs", "queues endpoints volumes day slot running")
 
 
-def fetch(session, cache, influx, opts, now, dry_run):
-    """CRIC (refreshed), the DAOD volumes and the running analysis jobs; any failure raises."""
+def fetch(sessions, cache, influx, opts, now, dry_run):
+    """CRIC (refreshed), the DAOD volumes and the running analysis jobs; any failure raises.
+
+    sessions: (CRIC session, MONIT session)."""
+    session, monit_session = sessions
     started = time.monotonic()
     urls, timeout = opts["cric_urls"], opts["cric_timeout"]
     # Each kind is refreshed (or falls back to its cache) even when another fails, so one
@@ -312,7 +315,7 @@ def fetch(session, cache, influx, opts, now, dry_run):
               time.monotonic() - started)
 
     started = time.monotonic()
-    day, volumes = rucio.latest_volumes(session, opts["monit_url"], opts["token"], now,
+    day, volumes = rucio.latest_volumes(monit_session, opts["monit_url"], opts["token"], now,
                                         opts["timeout"], opts["index"])
     log.debug("MONIT: %d RSEs with DAOD data on %s in %.2f s", len(volumes), f"{day:%Y-%m-%d}",
               time.monotonic() - started)
@@ -345,14 +348,15 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     """One run for the hour that holds `now`. Sources and sinks default to the config's."""
     opts = settings(config)
     data_dir = config.data_dir()
-    session = session or http.session()
+    # One session for all (tests), else CRIC's and MONIT's, each with its TLS settings.
+    sessions = (session, session) if session else (cric.session(config), rucio.session(config))
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     hour = transform.floor_time(now, HOUR)
     influx.check_retained(schema.DATADISKS.rp, hour)
     record = Run(SCRIPT, hour)
     try:
-        inputs = fetch(session, cric.Cache(data_dir), influx, opts, now, dry_run)
+        inputs = fetch(sessions, cric.Cache(data_dir), influx, opts, now, dry_run)
     except Exception:
         if not dry_run:
             record.errors = 1

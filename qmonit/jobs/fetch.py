@@ -3,7 +3,7 @@ import datetime as dt
 import logging
 import time
 
-from ..core import http, schema
+from ..core import schema
 from ..core.errors import ConfigError
 from ..core.files import State
 from ..sinks.influx import Influx
@@ -43,7 +43,8 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     """One cycle for the slot that holds `now`. Sources and sinks default to the config's."""
     opts = settings(config)
     data_dir = config.data_dir()
-    session = session or http.session()
+    # One session for both (tests), else each with its own TLS settings and credentials.
+    sessions = (session, session) if session else (panda.session(config), cric.session(config))
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     slot = transform.slot_of(now)
@@ -55,7 +56,8 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     window = panda.time_window(opts["time_window"], last_slot, slot)
 
     try:
-        stats, queues, pledges = fetch(session, cric.Cache(data_dir), opts, window, now, dry_run)
+        stats, queues, pledges = fetch(sessions, cric.Cache(data_dir), opts, window, now,
+                                       dry_run)
     except Exception:
         if not dry_run:
             run_record.errors = 1
@@ -102,10 +104,14 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     return 0
 
 
-def fetch(session, cache, opts, window, now, dry_run):
-    """PanDA counts, CRIC queue metadata and federation pledges; any failure raises."""
+def fetch(sessions, cache, opts, window, now, dry_run):
+    """PanDA counts, CRIC queue metadata and federation pledges; any failure raises.
+
+    sessions: (PanDA session, CRIC session)."""
+    panda_session, session = sessions
     started = time.monotonic()
-    stats = panda.fetch_job_stats(session, opts["panda_url"], opts["api"], window, opts["timeout"])
+    stats = panda.fetch_job_stats(panda_session, opts["panda_url"], opts["api"], window,
+                                  opts["timeout"])
     log.debug("PanDA: %d queues in %.2f s", len(stats), time.monotonic() - started)
     started = time.monotonic()
     pandaqueues = cric.refresh(session, cache, "pandaqueue", opts["pandaqueue_url"],

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import http, schema
+from ..core import http, schema, tls
 from ..core.errors import SourceError
 from ..core.files import atomic_write
 
@@ -22,6 +22,12 @@ _SHAPES = {"pandaqueue": (dict,), "site": (dict, list), "ddmendpoint": (dict, li
            "federation": (dict,)}
 # A multi-core job on a queue whose corecount CRIC leaves null: ATLAS's standard 8-core slot.
 DEFAULT_MULTICORE = 8
+
+
+def session(config):
+    """A session for [cric]: its CA and client certificate (X509_CERT_DIR, X509_USER_PROXY
+    when empty)."""
+    return http.session(tls=tls.settings(config, "cric", grid=True))
 
 
 class Cache:

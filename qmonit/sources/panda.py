@@ -1,8 +1,8 @@
 """The PanDA job-statistics source: {queue: {label: {resource: {status: count}}}}."""
 import logging
 
-from ..core import http, schema
-from ..core.errors import SourceError
+from ..core import http, schema, tls
+from ..core.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +13,25 @@ MAX_TIME_WINDOW = 60
 # How PanDA writes a key it has no value for: null in JSON (which json.dumps makes "null"),
 # None in the text reply; and an empty string.
 NULL_KEYS = (None, "", "None", "null")
+
+
+def session(config):
+    """A session for [panda]: its CA and client certificate (X509_CERT_DIR, X509_USER_PROXY
+    when empty) and, with token_file, the OIDC token as a bearer with Origin = vo."""
+    s = http.session(tls=tls.settings(config, "panda", grid=True))
+    token_file = config.get("panda", "token_file", "")
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise ConfigError(config.path, f"{token_file}: {e.strerror}", "panda",
+                              "token_file") from None
+        if not token:
+            raise ConfigError(config.path, f"{token_file} is empty", "panda", "token_file")
+        s.headers["Authorization"] = f"Bearer {token}"
+        s.headers["Origin"] = config.get("panda", "vo", "atlas") or "atlas"
+    return s
 
 
 def stats_url(base_url, api, time_window):
@@ -37,6 +56,10 @@ def fetch_job_stats(session, base_url, api, time_window, timeout):
             raise SourceError(url, "reply has no 'data'")
         if payload.get("success") is not True:
             message = " ".join(str(payload.get("message") or "no message").split())[:200]
+            if "secure connection" in message.lower():
+                # What PanDA said to a caller without a proxy or token before November 2025.
+                message += (" -- set [panda] cert (an X509 proxy; or X509_USER_PROXY) or "
+                            "[panda] token_file")
             raise SourceError(url, f"success is false: {message}")
         payload = payload["data"]
     return null_keys_to_unknown(url, validate(url, payload))

@@ -18,7 +18,7 @@ import logging
 import math
 from collections import namedtuple
 
-from ..core import http
+from ..core import http, tls
 from ..core.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ BY_RSE, FILES, BYTES = "4", "1", "3"
 DAY = dt.timedelta(days=1)
 
 Volume = namedtuple("Volume", "files bytes")
+
+
+def session(config):
+    """A session for [credentials_monit_grafana]: its ca_path, cert and key."""
+    return http.session(tls=tls.settings(config, "credentials_monit_grafana"))
 
 
 def day_start(when):

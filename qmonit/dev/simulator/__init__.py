@@ -37,6 +37,13 @@ MONIT Grafana datasource proxy to the Rucio accounting Elasticsearch (see MONIT 
                                       401 without one. Reply {"responses": [...]}, one per
                                       query, shaped like the real one.
 
+HTTPS: Simulator(tls={"cert": ..., "key": ..., "client_ca": ...}) serves every endpoint over TLS
+with that certificate and, with client_ca, requires a client certificate issued by that CA.
+Simulator(panda_token=T) answers PanDA only with "Authorization: Bearer T" and "Origin: atlas"
+(else 200 {"success": false, "message": "SSL secure connection is required"}, as PanDA did
+before November 2025); Simulator(legacy_removed=True) answers the legacy call with 403, as
+PanDA does since May 2026.
+
 Simulator control (never affected by faults)
   POST /_sim/control  JSON {"time": "YYYY-mm-dd HH:MM:SS" or null, "anomalies": [{"queue",
                       "kind", "start", "end"}], "faults": [{"target", "kind", "count"}],

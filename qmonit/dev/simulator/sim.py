@@ -43,8 +43,18 @@ class Simulator:
     """PanDA + CRIC stand-in. See the module docstring for the endpoints."""
 
     def __init__(self, seed=1, series=25000, time=None, hang_seconds=30.0, odd_names=False,
-                 monit_token=None, agis_lists=False):
+                 monit_token=None, agis_lists=False, tls=None, panda_token=None,
+                 legacy_removed=False):
         self.seed = seed
+        # HTTPS: {"cert": PEM with the server certificate (and chain), "key": its key file,
+        # "client_ca": CA file whose client certificates are required (None: none asked)}.
+        self.tls = tls
+        # Set: PanDA answers only with "Authorization: Bearer <panda_token>" and "Origin:
+        # atlas", else HTTP 200 {"success": false, "message": "SSL secure connection is
+        # required"} as before November 2025.
+        self.panda_token = panda_token
+        # True: the legacy statistics call answers 403, as since May 2026.
+        self.legacy_removed = legacy_removed
         # True: site and ddmendpoint dumps as lists, as AGIS served them before 2020.
         self.agis_lists = agis_lists
         # None: the MONIT proxy takes any non-empty bearer token; else exactly this one.
@@ -506,7 +516,8 @@ class Simulator:
                                         kwargs={"poll_interval": 0.05},
                                         name="qmonit-simulator", daemon=True)
         self._thread.start()
-        self.url = f"http://{host}:{server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://{host}:{server.server_address[1]}"
         log.info("simulator (seed %s, %d PanDA queues) at %s", self.seed,
                  len(self.universe.panda), self.url)
         return self.url
