@@ -1,7 +1,9 @@
 """The hourly job: are DAODs placed where the analysis jobs run?
 
-1. Refresh the slow CRIC data (site, ddmendpoint, federation) into the cache under data_dir;
-   the 10-minute job reads the federation pledges from there.
+1. Refresh the slow CRIC data (site, ddmendpoint, federation) and the measured HS06 per core
+   of each queue (the benchmark Elasticsearch, when [credentials_elasticsearch] host is set)
+   into the cache under data_dir; the 10-minute job reads the federation pledges, the site
+   corepowers and the benchmarks from there.
 2. DAOD files and bytes per DATADISK for the last complete UTC day, from MONIT's Rucio
    accounting (qmonit.rucio).
 3. Running analysis jobs (label "user") per PanDA queue and resource type, from the latest
@@ -28,7 +30,7 @@ from ..core.files import State
 from ..core.influxql import quote_ident, quote_string, time_literal
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore, update_jobs
-from ..sources import cric, rucio
+from ..sources import benchmarks, cric, rucio
 from . import transform
 from .fetch import SCRIPT as FETCH_SCRIPT
 from .runs import Run, print_lines, print_rows
@@ -80,6 +82,7 @@ def settings(config):
         "max_slot_age": dt.timedelta(
             minutes=config.get_int("datadisk", "max_slot_age", 60, minimum=10)),
         "cric_timeout": config.get_float("cric", "timeout", 120),
+        "benchmarks": benchmarks.settings(config),
         "cric_urls": {
             "pandaqueue": config.get("cric", "pandaqueue_url", CRIC_DEFAULTS["pandaqueue"]),
             "site": config.get("cric", "site_url", CRIC_DEFAULTS["site"]),
@@ -277,10 +280,11 @@ Inputs = namedtuple("Inputs", "queues endpoints volumes day slot running")
 
 
 def fetch(sessions, cache, influx, opts, now, dry_run):
-    """CRIC (refreshed), the DAOD volumes and the running analysis jobs; any failure raises.
+    """CRIC (refreshed), the DAOD volumes and the running analysis jobs; any failure raises
+    (the benchmarks are refreshed too, but fall back to their cache or to none).
 
-    sessions: (CRIC session, MONIT session)."""
-    session, monit_session = sessions
+    sessions: (CRIC session, MONIT session, benchmark Elasticsearch session)."""
+    session, monit_session, benchmark_session = sessions
     started = time.monotonic()
     urls, timeout = opts["cric_urls"], opts["cric_timeout"]
     # Each kind is refreshed (or falls back to its cache) even when another fails, so one
@@ -294,6 +298,10 @@ def fetch(sessions, cache, influx, opts, now, dry_run):
             failure = failure or e
     if failure is not None:
         raise failure
+    if opts["benchmarks"]:
+        means = benchmarks.refresh(benchmark_session, benchmarks.Cache(cache.directory.parent),
+                                   opts["benchmarks"], now, dry_run=dry_run)
+        log.debug("benchmarks: HS06 per core of %d queues", len(means))
     # fetch_queues.py keeps the pandaqueue cache fresh every 10 minutes.
     pandaqueues = cache.read("pandaqueue")
     if pandaqueues is None:
@@ -349,7 +357,8 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     opts = settings(config)
     data_dir = config.data_dir()
     # One session for all (tests), else CRIC's and MONIT's, each with its TLS settings.
-    sessions = (session, session) if session else (cric.session(config), rucio.session(config))
+    sessions = (session, session, session) if session else (
+        cric.session(config), rucio.session(config), benchmarks.session(config))
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     hour = transform.floor_time(now, HOUR)

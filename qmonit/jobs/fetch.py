@@ -8,7 +8,7 @@ from ..core.errors import ConfigError
 from ..core.files import State
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore
-from ..sources import cric, panda
+from ..sources import benchmarks, cric, panda
 from . import averages, transform
 from .runs import Run, print_lines, print_rows
 
@@ -28,6 +28,7 @@ def settings(config):
         "pandaqueue_url": config.get(
             "cric", "pandaqueue_url", "https://atlas-cric.cern.ch/api/atlas/pandaqueue/query/?json"),
         "cric_timeout": config.get_float("cric", "timeout", 120),
+        "benchmarks": bool(config.get("credentials_elasticsearch", "host", "")),
     }
 
 
@@ -56,8 +57,8 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     window = panda.time_window(opts["time_window"], last_slot, slot)
 
     try:
-        stats, queues, pledges = fetch(sessions, cric.Cache(data_dir), opts, window, now,
-                                       dry_run)
+        stats, queues, pledges, hs06 = fetch(sessions, cric.Cache(data_dir), opts, window,
+                                             now, dry_run)
     except Exception:
         if not dry_run:
             run_record.errors = 1
@@ -65,7 +66,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         raise
 
     started = time.monotonic()
-    lines = transform.job_lines(stats, queues, pledges, slot, window)
+    lines = transform.job_lines(stats, queues, pledges, slot, window, hs06)
     rows = transform.mysql_rows(stats, queues, slot)
     unknown = sum(1 for q in stats if q not in queues)
     log.debug("slot %s: %d queues (%d unknown to CRIC), %d points, %d rows, time_window %d "
@@ -120,6 +121,9 @@ def fetch(sessions, cache, opts, window, now, dry_run):
     queues = cric.queue_metadata(pandaqueues, cache.read("site"))
     # The hourly job refreshes the federation data; without a copy the pledge is 0.
     pledges = cric.federation_pledges(cache.read("federation"), now)
+    # The hourly job refreshes the benchmarks too; none while [credentials_elasticsearch]
+    # host is empty.
+    hs06 = benchmarks.Cache(cache.directory.parent).read() if opts["benchmarks"] else {}
     log.debug("CRIC: %d queues, %d pledges in %.2f s", len(queues), len(pledges),
               time.monotonic() - started)
-    return stats, queues, pledges
+    return stats, queues, pledges, hs06

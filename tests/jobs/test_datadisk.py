@@ -289,6 +289,34 @@ def test_a_failing_site_dump_still_refreshes_the_federation_cache(dd_config, sim
     assert not (cache / "site.json").exists()
 
 
+def test_benchmarks_are_refreshed_hourly_and_written_by_fetch_queues(dd_config, sim, influx,
+                                                                     tmp_path):
+    def hs06_at(slot):
+        [series] = influx.query(f'SELECT last("HS06_benchmark"), count("jobs") FROM '
+                                f'{schema.JOBS.qualified} WHERE time = {int(slot.timestamp())}s '
+                                'GROUP BY "panda_queue"')
+        return {s["tags"]["panda_queue"]: s["values"][0][1] for s in series}
+
+    fetch(dd_config, sim)
+    assert set(hs06_at(T).values()) == {None}          # no benchmark cache yet
+    dd_config.write_text(dd_config.read_text()
+                         + f"\n[credentials_elasticsearch]\nhost = {sim.url}\n")
+    assert run(dd_config) == 0
+    expected = sim.expected_benchmarks(T + dt.timedelta(minutes=5))
+    cached = json.loads((tmp_path / "data" / "cric" / "benchmarks.json").read_text())["hs06"]
+    assert cached == pytest.approx(expected)
+    later = T + dt.timedelta(minutes=10)
+    fetch(dd_config, sim, later)
+    got = hs06_at(later)
+    measured = {q: v for q, v in got.items() if v is not None}
+    assert measured and set(got) - set(measured)       # some queues have no benchmark
+    assert measured == pytest.approx({q: expected[q] for q in got if q in expected})
+    # Without a host, the field is left out everywhere (even with a cache on disk).
+    dd_config.write_text(dd_config.read_text().replace(f"host = {sim.url}", "host ="))
+    fetch(dd_config, sim, later + dt.timedelta(minutes=10))
+    assert set(hs06_at(later + dt.timedelta(minutes=10)).values()) == {None}
+
+
 def test_dry_run_writes_nothing(dd_config, sim, influx, mysql, capsys, tmp_path):
     fetch(dd_config, sim)
     capsys.readouterr()

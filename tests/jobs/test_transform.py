@@ -32,6 +32,7 @@ def test_one_point_per_count_and_nothing_lost(stats, now, window):
     assert got == expected and len(points) == len(expected)
     for p in points:
         assert set(p.tags) == set(schema.JOBS.tags) and set(p.fields) == set(schema.JOBS.fields)
+        assert p.fields["HS06_benchmark"] is None         # no benchmarks given
         assert p.time == int(slot.timestamp()) and p.time % 600 == 0
         assert p.fields["time_window"] == window
         info = known.get(p.tags[schema.PANDA_QUEUE])
@@ -80,9 +81,13 @@ def test_fast_lines_equal_the_generic_encoding(stats, now, window):
     known = {q: QueueInfo(atlas_site="S t", cloud="C,", corecount=4, corepower=9.5,
                           federation="F=") for q in sorted(stats)[:2]}
     pledges = {"F=": 17.25}
-    fast = transform.job_lines(stats, known, pledges, slot, window)
+    hs06 = {q: 11.5 + i for i, q in enumerate(sorted(stats)[1:3])}
+    fast = transform.job_lines(stats, known, pledges, slot, window, hs06)
     generic = transform.encode(schema.JOBS, transform.job_points(stats, known, pledges, slot,
-                                                                 window))
+                                                                 window, hs06))
+    with_benchmark = [line for line in fast if ",HS06_benchmark=" in line]
+    assert len(with_benchmark) == sum(len(s) for q in hs06 for rs in stats[q].values()
+                                      for s in rs.values())
 
     def canonical(line):
         # Same tags and fields, in any order.

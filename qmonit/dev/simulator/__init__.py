@@ -37,6 +37,11 @@ MONIT Grafana datasource proxy to the Rucio accounting Elasticsearch (see MONIT 
                                       401 without one. Reply {"responses": [...]}, one per
                                       query, shaped like the real one.
 
+The ATLAS benchmark Elasticsearch (see benchmarks.py)
+  POST /benchmarks-*/_search          fastBmk results per PanDA queue, collapsed on
+                                      metadata.PanDAQueue with inner hits; basic auth
+                                      when sim.es_auth = (user, password)
+
 HTTPS: Simulator(tls={"cert": ..., "key": ..., "client_ca": ...}) serves every endpoint over TLS
 with that certificate and, with client_ca, requires a client certificate issued by that CA.
 Simulator(panda_token=T) answers PanDA only with "Authorization: Bearer T" and "Origin: atlas"

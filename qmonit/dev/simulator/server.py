@@ -154,6 +154,8 @@ def _make_server(sim, host, port):
             raw = self.rfile.read(length) if length else b""
             if path.startswith(MONIT_PROXY_PREFIX):
                 return self.monit(path, raw)
+            if path.startswith("/benchmarks") and path.endswith("/_search"):
+                return self.benchmarks(path, raw)
             if path != "/_sim/control":
                 return self.send(404, f"not found: {self.path}\n")
             try:
@@ -161,6 +163,26 @@ def _make_server(sim, host, port):
             except (ValueError, KeyError, TypeError) as exc:
                 return self.send(400, json.dumps({"error": str(exc)}), "application/json")
             self.send(200, json.dumps(sim.state()), "application/json")
+
+        def benchmarks(self, path, raw):
+            """The ATLAS benchmark Elasticsearch, behind HTTP basic authentication."""
+            if sim.es_auth is not None:
+                import base64
+                expected = base64.b64encode(":".join(sim.es_auth).encode()).decode()
+                if self.headers.get("Authorization") != f"Basic {expected}":
+                    return self.send(401, json.dumps({"error": "unauthorized", "status": 401}),
+                                     "application/json")
+            fault = sim._take_fault(path)
+            if fault == "500":
+                return self.send(500, json.dumps({"error": "simulated", "status": 500}),
+                                 "application/json")
+            try:
+                reply = sim.benchmark_search(json.loads(raw or b"{}"))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                return self.send(400, json.dumps({"error": {"type": "parsing_exception",
+                                                            "reason": str(exc)},
+                                                  "status": 400}), "application/json")
+            self.send(200, json.dumps(reply), "application/json")
 
         def monit(self, path, raw):
             """Grafana's datasource proxy in front of the Rucio accounting Elasticsearch."""

@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from . import benchmarks
 from .cric import _ddm_record, _pandaqueue_record, _site_record
 from .monit import (
     _FILE_SIZE,
@@ -55,6 +56,8 @@ class Simulator:
         self.panda_token = panda_token
         # True: the legacy statistics call answers 403, as since May 2026.
         self.legacy_removed = legacy_removed
+        # The benchmark Elasticsearch's basic auth (user, password); None: any or none.
+        self.es_auth = None
         # True: site and ddmendpoint dumps as lists, as AGIS served them before 2020.
         self.agis_lists = agis_lists
         # None: the MONIT proxy takes any non-empty bearer token; else exactly this one.
@@ -303,6 +306,29 @@ class Simulator:
     def _keyed(self, records):
         """CRIC's shape, an object keyed by name (AGIS's list with agis_lists)."""
         return records if self.agis_lists else {r["name"]: r for r in records}
+
+    # --- benchmark Elasticsearch -----------------------------------------------------------
+
+    def benchmark_documents(self, when=None):
+        """The fastBmk results indexed by `when` (default: now), newest first per queue."""
+        epoch = int(_utc(when).timestamp()) if when is not None else int(self.now().timestamp())
+        return benchmarks.documents(self.universe, self.seed, epoch)
+
+    def benchmark_search(self, body):
+        return benchmarks.search(self.benchmark_documents(), body)
+
+    def expected_benchmarks(self, when, max_age_days=7, results=50):
+        """{PanDA queue: mean fastBmk value of its at most `results` newest results in
+        (when - max_age_days, when]}: what QMonit's age rule should give."""
+        end = _utc(when).timestamp()
+        start = end - max_age_days * 86400
+        values = {}
+        for d in self.benchmark_documents(when):
+            at = datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00")).timestamp()
+            queue = d["metadata"]["PanDAQueue"]
+            if start < at <= end and len(values.setdefault(queue, [])) < results:
+                values[queue].append(d["profiles"]["fastBmk"]["value"])
+        return {q: sum(v) / len(v) for q, v in values.items() if v}
 
     def expected_pledges(self, when):
         """{federation: ATLAS CPU pledge} for the WLCG pledge quarter that holds `when`
