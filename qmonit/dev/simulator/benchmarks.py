@@ -88,7 +88,7 @@ def search(docs, body):
                 for i, d in enumerate(matched[:size])]
         return {"took": 1, "timed_out": False, "hits": {"total": len(matched), "hits": hits}}
     inner = collapse.get("inner_hits") or {}
-    name, inner_size = inner.get("name", "inner"), int(inner.get("size", 3))
+    name, inner_size = inner.get("name") or "inner", int(inner.get("size", 3))
     groups = {}
     for d in matched:          # newest first within a queue already
         groups.setdefault(_get(d, collapse["field"]), []).append(d)
