@@ -214,3 +214,45 @@ def test_the_removed_legacy_call_says_to_use_v1(token_config, token_sim, capsys)
     err = capsys.readouterr().err
     assert "HTTP 403" in err and "no longer offers the legacy statistics call" in err
     assert "set [panda] api = v1" in err and err.count("\n") == 1
+
+
+# --- MySQL over TLS (CERN database-on-demand offers it) ------------------------------------
+
+@pytest.fixture(scope="module")
+def tls_mariadb(pki, tmp_path_factory):
+    from qmonit.dev import devservers
+    server = devservers.start_mariadb(tmp_path_factory.mktemp("mariadb-tls"), extra_args=(
+        f"--ssl-cert={pki / 'server.pem'}", f"--ssl-key={pki / 'server.pem'}",
+        f"--ssl-ca={pki / 'ca.pem'}", "--require-secure-transport=ON"))
+    yield server
+    server.stop()
+
+
+def mysql_config(tmp_path, port, keys):
+    from qmonit.core.config import Config
+    return Config.from_string(
+        f"[credentials]\nusername = qmonit\npassword = qmonit\ndatabase = tls_test\n"
+        f"[mysql]\nhost = 127.0.0.1\nport = {port}\ntimeout = 5\n{keys}", tmp_path / "m.cfg")
+
+
+def test_mysql_over_tls_verifies_the_server(pki, tls_mariadb, tmp_path):
+    from qmonit.sinks.mysqlstore import MySQLStore
+    with MySQLStore.from_config(mysql_config(
+            tmp_path, tls_mariadb.port, f"ssl_ca = {pki / 'ca.pem'}\n"
+                                        f"ssl_cert = {pki / 'proxy.pem'}\n")) as store:
+        [(cipher,)] = [row[1:] for row in store.select("SHOW SESSION STATUS LIKE 'Ssl_cipher'")]
+        assert cipher                              # the connection is encrypted
+    # A CA that did not sign the server's certificate: refused, naming what to set.
+    with MySQLStore.from_config(mysql_config(
+            tmp_path, tls_mariadb.port, f"ssl_ca = {pki / 'stranger.pem'}\n")) as store:
+        with pytest.raises(SinkError) as e:
+            store.select("SELECT 1")
+    assert f"MySQL 127.0.0.1:{tls_mariadb.port}/tls_test" in str(e.value)
+    assert "[mysql] ssl_ca" in str(e.value)
+
+
+def test_mysql_tls_files_must_exist(tmp_path):
+    from qmonit.core.errors import ConfigError
+    from qmonit.sinks.mysqlstore import MySQLStore
+    with pytest.raises(ConfigError, match=r"\[mysql\] ssl_ca: /no/ca.pem: no such file"):
+        MySQLStore.from_config(mysql_config(tmp_path, 3306, "ssl_ca = /no/ca.pem\n"))
