@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from requests.adapters import HTTPAdapter
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import SSLError
+from requests.exceptions import RequestException, SSLError
 
 from .errors import ConfigError
 
@@ -116,6 +116,8 @@ class TLSAdapter(HTTPAdapter):
             if re.search(r"ssl|tls|certificate|alert", str(e), re.IGNORECASE):
                 raise TLSFailure(self.tls.explain(e), request=request) from None
             raise
+        except RequestException:
+            raise           # time-outs and the like: not about TLS
         except OSError as e:
             # requests checks the cert and CA paths itself and raises a plain OSError.
             raise TLSFailure(self.tls.explain(e), request=request) from None

@@ -256,3 +256,16 @@ def test_mysql_tls_files_must_exist(tmp_path):
     from qmonit.sinks.mysqlstore import MySQLStore
     with pytest.raises(ConfigError, match=r"\[mysql\] ssl_ca: /no/ca.pem: no such file"):
         MySQLStore.from_config(mysql_config(tmp_path, 3306, "ssl_ca = /no/ca.pem\n"))
+
+
+def test_a_hanging_https_server_is_a_time_out_not_a_tls_failure(pki, https_sim, https_config,
+                                                                capsys):
+    config = https_config(*both(f"ca_path = {pki / 'ca.pem'}\ncert = {pki / 'proxy.pem'}\n"))
+    config.write_text(config.read_text().replace("timeout = 5", "timeout = 1"))
+    https_sim.set_fault("panda", "hang", count=1)
+    try:
+        assert run(config) == 1
+    finally:
+        https_sim.clear_faults()
+    err = capsys.readouterr().err
+    assert "timed out" in err and "TLS" not in err and err.count("\n") == 1
