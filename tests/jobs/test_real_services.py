@@ -269,3 +269,25 @@ def test_a_hanging_https_server_is_a_time_out_not_a_tls_failure(pki, https_sim, 
         https_sim.clear_faults()
     err = capsys.readouterr().err
     assert "timed out" in err and "TLS" not in err and err.count("\n") == 1
+
+
+def test_the_simulator_command_serves_https_with_client_certificates(pki):
+    import sys
+
+    import requests
+    from conftest import ROOT
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qmonit.dev.simulator", "--series", "200", "--tls-cert",
+         str(pki / "server.pem"), "--tls-client-ca", str(pki / "ca.pem")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        url = proc.stdout.readline().decode().strip()
+        assert url.startswith("https://127.0.0.1:")
+        r = requests.get(url + "/_sim/state", verify=str(pki / "ca.pem"),
+                         cert=str(pki / "proxy.pem"), timeout=10)
+        assert r.status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(url + "/_sim/state", timeout=10)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
