@@ -465,13 +465,14 @@ NOTES = """\
 What the rows say (3000 series, seed 11): without context most notifications are expected
 events (drained, offline and HammerCloud-excluded queues, downtimes). With context, what is
 left in every direction is mostly running spikes (the difference between the rows with and
-without `running spike` in not_notified), then a few failed drops; those inspected with
---explain came from the 24 h mean itself (an outage of several hours lowers it for a day, so a queue
+without `running spike` in not_notified), and failed drops; those inspected with --explain
+came from the 24 h mean itself (an outage of several hours lowers it for a day, so a queue
 back at work reads as a spike; a short failed-job spike lifts it, so the normal level after
 it reads as a failed drop). A 24 h median baseline (computed offline here with the same rules
-and context) leaves about as many, so it is not worth keeping 24 h of raw points per series
-for it: the default is the mean, with context and `not_notified = failed drop, running spike`
-(both good news for an operator). notify_after = 2 cuts part of the noise of the every-
+and context) leaves fewer of them, but not none, and would need 24 h of raw points per series
+where the mean's carried window sums need none: the default is the mean, with context and
+`not_notified = failed drop, running spike` (both good news for an operator), which leaves
+none here with either baseline. notify_after = 2 cuts part of the noise of the every-
 direction rules but only adds a slot of delay to the default. The simulator's noise is
 gentler than the grid's and its anomalies are clean: the figures compare rules on the same
 events; they are not a promise of rates on the real grid. Not simulated: the failures that
