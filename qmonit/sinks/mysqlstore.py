@@ -4,6 +4,7 @@ All SQL is parameterised; identifiers come from qmonit.schema only and are backq
 compare byte for byte (utf8mb4_nopad_bin): queues that differ by case, accent or a trailing
 space are different rows.
 """
+import datetime as dt
 import logging
 
 import mysql.connector
@@ -116,45 +117,63 @@ class MySQLStore:
 
         self.transaction(work)
 
-    def upsert(self, columns, rows, guard=None):
+    def upsert(self, columns, rows, guard=None, trusted_until=None):
         """INSERT … ON DUPLICATE KEY UPDATE rows (tuples in `columns` order) into jobs.
 
         With guard (a column such as last_seen), an existing row is only overwritten by a row
-        whose guard value is not older, so a backfill of past slots keeps the newest state."""
+        whose guard value is not older, so a backfill of past slots keeps the newest state.
+        A stored guard value after trusted_until (an aware datetime: a run with the clock far
+        ahead wrote it) is not trusted: such rows are overwritten, with one warning."""
         if not rows:
             return 0
         table = quote_ident(schema.MYSQL_JOBS_TABLE)
         updates = []
+        newer = None
+        if guard:
+            g = quote_ident(guard)
+            newer = f"(VALUES({g}) >= {g} OR {g} > @qmonit_trusted_until)"
         for column in columns:
             if column in schema.MYSQL_KEY or column == guard:
                 continue
             c = quote_ident(column)
             if guard:
-                g = quote_ident(guard)
-                updates.append(f"{c} = IF(VALUES({g}) >= {g}, VALUES({c}), {c})")
+                updates.append(f"{c} = IF({newer}, VALUES({c}), {c})")
             else:
                 updates.append(f"{c} = VALUES({c})")
         if guard:
             # Last: the assignments above compare against the old value.
-            g = quote_ident(guard)
-            updates.append(f"{g} = GREATEST({g}, VALUES({g}))")
+            updates.append(f"{g} = IF({g} > @qmonit_trusted_until, VALUES({g}), "
+                           f"GREATEST({g}, VALUES({g})))")
         sql = (f"INSERT INTO {table} ({', '.join(quote_ident(c) for c in columns)}) "
                f"VALUES ({', '.join(['%s'] * len(columns))}) ON DUPLICATE KEY UPDATE "
                + ", ".join(updates))
+        limit = _naive(trusted_until) if trusted_until else FAR_FUTURE
 
         def work(cur):
+            cur.execute("SET @qmonit_trusted_until = %s", (limit,))
+            if guard and trusted_until:
+                cur.execute(f"SELECT COUNT(*), MAX({quote_ident(guard)}) FROM {table} "
+                            f"WHERE {quote_ident(guard)} > %s", (limit,))
+                ahead, latest = cur.fetchone()
+                if ahead:
+                    log.warning("%s: %d rows of %s have %s up to %s, after the clock; not "
+                                "trusted (a run with the clock ahead?)", self.name, ahead,
+                                schema.MYSQL_JOBS_TABLE, guard, latest)
             cur.executemany(sql, rows)
             return len(rows)
 
         return self.transaction(work)
 
-    def delete_stale(self, now, max_age):
-        """Remove rows whose combination PanDA has not reported for longer than max_age."""
+    def delete_stale(self, now, max_age, trusted_until=None):
+        """Remove rows whose combination PanDA has not reported for longer than max_age, and
+        (with trusted_until) rows dated after it that this run did not renew."""
         cutoff = (now - max_age).replace(tzinfo=None)
         table = quote_ident(schema.MYSQL_JOBS_TABLE)
+        limit = _naive(trusted_until) if trusted_until else FAR_FUTURE
 
         def work(cur):
-            cur.execute(f"DELETE FROM {table} WHERE last_seen < %s", (cutoff,))
+            cur.execute(f"DELETE FROM {table} WHERE last_seen < %s OR last_seen > %s",
+                        (cutoff, limit))
             return cur.rowcount
 
         return self.transaction(work)
@@ -164,6 +183,13 @@ class MySQLStore:
             cur.execute(sql, params)
             return cur.fetchall()
         return self.transaction(work)
+
+
+FAR_FUTURE = dt.datetime(9999, 12, 31)
+
+
+def _naive(moment):
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 # Rows a single executemany sends.

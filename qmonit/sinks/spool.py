@@ -125,7 +125,7 @@ class Spool:
         """Replayable files, oldest first."""
         try:
             entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
+        except OSError:
             return []
         names = sorted(e.name for e in entries if not e.name.startswith(".")
                        and (e.name.endswith(SUFFIX) or e.name.endswith(LEGACY_SUFFIX)))
@@ -139,7 +139,7 @@ class Spool:
                 with contextlib.suppress(OSError):
                     if entry.is_file(follow_symlinks=False):
                         total += entry.stat(follow_symlinks=False).st_size
-        except FileNotFoundError:
+        except OSError:
             pass
         return total
 
@@ -269,7 +269,7 @@ class Spool:
     def remove_stale_tmp(self, now):
         try:
             entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
+        except OSError:
             return
         for entry in entries:
             if entry.name.startswith(".") and entry.name.endswith(".tmp"):
