@@ -28,7 +28,17 @@ def settings(config):
         "pandaqueue_url": config.get(
             "cric", "pandaqueue_url", "https://atlas-cric.cern.ch/api/atlas/pandaqueue/query/?json"),
         "cric_timeout": config.get_float("cric", "timeout", 120),
+        "max_bytes": max_reply_bytes(config, "panda"),
+        "cric_max_bytes": max_reply_bytes(config, "cric"),
     }
+
+
+def max_reply_bytes(config, section):
+    """[section] max_reply_mb in bytes: a larger reply is refused."""
+    mb = config.get_float(section, "max_reply_mb", http.DEFAULT_MAX_BYTES / 1e6)
+    if not mb > 0:
+        raise ConfigError(config.path, "must be above 0", section, "max_reply_mb")
+    return int(mb * 1e6)
 
 
 def _time_window(config):
@@ -149,7 +159,7 @@ def fetch(session, cache, opts, window, now, dry_run, problems=None):
     problems = [] if problems is None else problems
     started = time.monotonic()
     stats = panda.fetch_job_stats(session, opts["panda_url"], opts["api"], window,
-                                  opts["timeout"], problems)
+                                  opts["timeout"], problems, opts["max_bytes"])
     log.debug("PanDA: %d queues in %.2f s", len(stats), time.monotonic() - started)
     started = time.monotonic()
     checked = {}
@@ -164,7 +174,8 @@ def fetch(session, cache, opts, window, now, dry_run, problems=None):
             raise ValueError("no usable queue")
 
     pandaqueues = cric.refresh(session, cache, "pandaqueue", opts["pandaqueue_url"],
-                               opts["cric_timeout"], dry_run=dry_run, check=check)
+                               opts["cric_timeout"], dry_run=dry_run, check=check,
+                               max_bytes=opts["cric_max_bytes"])
     if checked.get("payload") is pandaqueues:
         queues = checked["queues"]
     else:

@@ -51,13 +51,14 @@ class Cache:
         return dt.datetime.now(dt.UTC).timestamp() - mtime
 
 
-def refresh(session, cache, kind, url, timeout, dry_run=False, check=None):
+def refresh(session, cache, kind, url, timeout, dry_run=False, check=None,
+            max_bytes=http.DEFAULT_MAX_BYTES):
     """Fetch one CRIC payload and cache it; on failure fall back to the cached copy.
 
     check(payload), when given, must not raise for the payload to be cached: a payload it
     refuses never replaces the last good copy."""
     try:
-        payload = http.parse_json(url, http.fetch(session, url, timeout))
+        payload = http.parse_json(url, http.fetch(session, url, timeout, max_bytes=max_bytes))
         if not isinstance(payload, _SHAPES[kind]) or not payload:
             raise SourceError(url, f"expected a non-empty JSON {_SHAPES[kind].__name__}")
         if check is not None:

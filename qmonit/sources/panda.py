@@ -18,12 +18,14 @@ def stats_url(base_url, api, time_window):
     return f"{base_url.rstrip('/')}{path}?time_window={int(time_window)}"
 
 
-def fetch_job_stats(session, base_url, api, time_window, timeout, problems=None):
+def fetch_job_stats(session, base_url, api, time_window, timeout, problems=None,
+                    max_bytes=http.DEFAULT_MAX_BYTES):
     """Ask PanDA for the job counts; SourceError names the URL when anything is wrong.
 
     Bad records are left out, each with one warning, and listed in problems."""
     url = stats_url(base_url, api, time_window)
-    text = http.fetch(session, url, timeout, headers={"Accept": "application/json"})
+    text = http.fetch(session, url, timeout, headers={"Accept": "application/json"},
+                      max_bytes=max_bytes)
     payload = http.parse_json(url, text, allow_python_literal=True)
     if api == "v1":
         if not isinstance(payload, dict) or "data" not in payload:

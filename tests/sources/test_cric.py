@@ -82,6 +82,7 @@ GOOD_ENTRY = {"panda_resource": "GOOD", "atlas_site": "SITE", "corecount": 8, "c
     ({"panda_resource": "B\nC"}, "control character"),
 ])
 def test_a_bad_cric_entry_is_left_out_with_one_warning(bad, message, caplog):
+    caplog.set_level(logging.WARNING)
     problems = []
     queues = cric.queue_metadata({"good": GOOD_ENTRY, "bad": bad}, problems)
     assert set(queues) == {"GOOD"} and queues["GOOD"].corepower == 10.5
@@ -90,6 +91,7 @@ def test_a_bad_cric_entry_is_left_out_with_one_warning(bad, message, caplog):
 
 
 def test_a_payload_the_check_refuses_never_replaces_the_cache(tmp_path, sim, caplog):
+    caplog.set_level(logging.WARNING)
     session, cache = http.session(), cric.Cache(tmp_path)
     url = sim.url + "/api/atlas/pandaqueue/query/?json"
     good = cric.refresh(session, cache, "pandaqueue", url, 5)

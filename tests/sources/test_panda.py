@@ -1,4 +1,5 @@
 import datetime as dt
+import logging
 
 import pytest
 from hypothesis import given
@@ -41,6 +42,7 @@ GOOD = {"user": {"SCORE": {"running": 3}}}
     ({None: GOOD}, "not a string"),
 ])
 def test_a_bad_record_is_left_out_with_one_warning(bad, message, caplog):
+    caplog.set_level(logging.WARNING)
     problems = []
     got = panda.validate("http://x", {"GOOD": GOOD, **bad}, problems)
     assert got == {"GOOD": GOOD}
