@@ -9,6 +9,13 @@ import logging
 
 import mysql.connector
 
+try:
+    # The C extension raises its own errors (e.g. "Lost connection") past mysql.connector.Error.
+    from _mysql_connector import MySQLError as _CError
+    DB_ERRORS = (mysql.connector.Error, _CError)
+except ImportError:  # pragma: no cover - pure-Python connector only
+    DB_ERRORS = (mysql.connector.Error,)
+
 from ..core import schema
 from ..core.errors import SinkError
 
@@ -20,11 +27,14 @@ def quote_ident(name):
 
 
 class MySQLStore:
-    def __init__(self, host, port, user, password, database, timeout=30, unix_socket=None):
+    def __init__(self, host, port, user, password, database, timeout=30, unix_socket=None,
+                 query_timeout=300):
         self.host, self.port = host, port
+        # query_timeout: a paused or wedged server fails the run instead of holding it.
         self.params = dict(host=host, port=port, user=user or None, password=password or "",
                            connection_timeout=int(timeout), charset="utf8mb4",
-                           collation="utf8mb4_bin", autocommit=False)
+                           collation="utf8mb4_bin", autocommit=False,
+                           read_timeout=int(query_timeout), write_timeout=int(query_timeout))
         if unix_socket:
             self.params["unix_socket"] = unix_socket
         self.database = database
@@ -39,7 +49,8 @@ class MySQLStore:
                    config.get("credentials", "password", ""),
                    config.get("credentials", "database", "monit_jobs"),
                    config.get_float("mysql", "timeout", 30),
-                   config.get("mysql", "unix_socket", "") or None)
+                   config.get("mysql", "unix_socket", "") or None,
+                   config.get_int("mysql", "query_timeout", 300, minimum=1))
 
     @property
     def name(self):
@@ -58,7 +69,7 @@ class MySQLStore:
                             f"CHARACTER SET utf8mb4 COLLATE {self.collation}")
                 conn.database = self.database
                 cur.close()
-            except mysql.connector.Error as e:
+            except DB_ERRORS as e:
                 raise self.fail(e) from None
             self._conn = conn
         return self._conn
@@ -67,7 +78,7 @@ class MySQLStore:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except mysql.connector.Error:
+            except DB_ERRORS:
                 pass
             self._conn = None
 
@@ -86,11 +97,13 @@ class MySQLStore:
             conn.commit()
             cur.close()
             return result
-        except mysql.connector.Error as e:
+        except DB_ERRORS as e:
+            # The connection may be gone ("Lost connection"): the next use reconnects.
             try:
                 conn.rollback()
-            except mysql.connector.Error:
+            except DB_ERRORS:
                 pass
+            self.close()
             raise self.fail(e) from None
 
     def ensure_jobs_table(self):
