@@ -1,4 +1,4 @@
-"""downsample.py rolls up hours whose 10m points a spool replay wrote late, however old (issue 12)."""
+"""downsample.py rolls up hours a spool replay wrote late, however old (issue 12)."""
 import datetime as dt
 import itertools
 
