@@ -30,10 +30,12 @@ class EmailChannel:
     name = "email"
 
     def __init__(self, host, port, sender, recipients, starttls=False, username="",
-                 password="", timeout=20):
+                 password="", timeout=20, smtps=False, allow_plain=False):
         self.host, self.port = host, port
         self.sender, self.recipients = sender, list(recipients)
         self.starttls = starttls
+        # The password goes over TLS only (STARTTLS or SMTPS) unless plain text is allowed.
+        self.smtps, self.allow_plain = smtps, allow_plain
         self.username, self.password = username, password
         self.timeout = timeout
 
@@ -49,9 +51,17 @@ class EmailChannel:
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
         message.set_content(text)
+        if self.username and not (self.starttls or self.smtps or self.allow_plain):
+            raise SinkError(self.target, "not sending the SMTP password in plain text (set "
+                            "smtp_starttls or smtp_ssl, or smtp_allow_plain = yes)")
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                if self.starttls:
+            if self.smtps:
+                connection = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                              context=ssl.create_default_context())
+            else:
+                connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with connection as smtp:
+                if self.starttls and not self.smtps:
                     smtp.starttls(context=ssl.create_default_context())
                 if self.username:
                     smtp.login(self.username, self.password)
@@ -123,7 +133,14 @@ class Settings:
                 starttls=config.get_bool(SECTION, "smtp_starttls", False),
                 username=config.get(SECTION, "smtp_username", ""),
                 password=config.get(SECTION, "smtp_password", ""),
-                timeout=config.get_float(SECTION, "timeout", 20)))
+                timeout=config.get_float(SECTION, "timeout", 20),
+                smtps=config.get_bool(SECTION, "smtp_ssl", False),
+                allow_plain=config.get_bool(SECTION, "smtp_allow_plain", False)))
+            email = channels[-1]
+            if email.username and not (email.starttls or email.smtps or email.allow_plain):
+                raise ConfigError(config.path, "smtp_username is set: the password needs TLS "
+                                  "(smtp_starttls = yes or smtp_ssl = yes), or "
+                                  "smtp_allow_plain = yes", SECTION, "smtp_starttls")
         url = config.get(SECTION, "webhook_url", "")
         if url:
             parts = urlsplit(url)
