@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from ..core import http, schema
 from ..core.errors import ConfigError, SinkError, SourceError
-from ..core.files import State
+from ..core.files import State, ahead_of_clock
 from ..core.influxql import quote_ident, quote_string, time_literal
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore, update_jobs
@@ -371,7 +371,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         record.points = len(lines)
         log.debug("InfluxDB: %d points in %.2f s", len(lines), time.monotonic() - started)
         # A backfill of an older hour must not put older volumes into the current snapshot.
-        if last is None or int(hour.timestamp()) >= last:
+        if last is None or int(hour.timestamp()) >= last or ahead_of_clock(last, state.path):
             started = time.monotonic()
             mysql.ensure_jobs_table()
             changed = write_mysql(mysql, rows)

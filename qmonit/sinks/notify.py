@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from ..core import http
 from ..core.errors import ConfigError, QMonitError, SinkError
-from ..core.files import State
+from ..core.files import State, ahead_of_clock
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,8 @@ def notify(settings, flags, slot, data_dir, dry_run=False, out=None):
     errors = 0
     for channel in settings.channels:
         before = delivered.get(channel.name) or {}
-        if int(before.get("slot", 0)) > epoch:
+        if int(before.get("slot", 0)) > epoch and not ahead_of_clock(
+                int(before["slot"]), f"{state.path} ({channel.name})"):
             log.debug("%s: slot %s is older than the last delivered; not notifying",
                       channel.name, slot)
             continue
