@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LIBFAKETIME := /usr/lib/$(shell uname -m)-linux-gnu/faketime/libfaketime.so.1
 
-.PHONY: all install system-packages venv lint test test-future demo stop bench dashboards clean
+.PHONY: all install system-packages venv lint test test-future demo stop bench soak dashboards clean
 
 all: test
 
@@ -50,6 +50,10 @@ stop:
 
 bench: install
 	$(PY) bench/bench.py
+
+# 300 slots against the simulator with random faults; every slot checked, 0 lost, 0 duplicated.
+soak: install
+	$(PY) bench/soak.py --slots 300 --markdown
 
 dashboards: install
 	$(PY) dashboards/generate.py

@@ -89,7 +89,11 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     failures = []
     run_record.errors = len(problems)
     started = time.monotonic()
-    averages.forget_carried(data_dir, slot)
+    try:
+        averages.forget_carried(data_dir, slot)
+    except (QMonitError, OSError) as e:
+        # An unwritable data_dir must not keep the points from a healthy InfluxDB.
+        log.warning("could not check the carried averages under %s: %s", data_dir, e)
     try:
         influx.write_lines(schema.JOBS.rp, lines)
         safe = True
