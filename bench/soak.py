@@ -180,7 +180,7 @@ class Soak:
                 os.kill(self.mariadb.proc.pid, signal.SIGCONT)
         for proc in hourly:
             _, hourly_err = proc.communicate(timeout=300)
-            if "unexpected" in hourly_err or "Traceback" in hourly_err:
+            if "error: unexpected" in hourly_err or "Traceback" in hourly_err:
                 self.unexpected.append(f"{moment} (hourly): {hourly_err.strip()[:300]}")
         if killed:
             self.outcome[moment] = "killed"
@@ -190,7 +190,7 @@ class Soak:
             self.outcome[moment] = "failed"
             if not panda_fault and self.args.verbose:
                 print(f"{moment}: {err.strip()}", file=sys.stderr)
-        if "unexpected" in err or "Traceback" in err:
+        if "error: unexpected" in err or "Traceback" in err:
             self.unexpected.append(f"{moment}: {err.strip()[:300]}")
         spool = self.workdir / "data" / "spool"
         size = sum(p.stat().st_size for p in spool.glob("*")) if spool.is_dir() else 0

@@ -112,7 +112,7 @@ def parse_python_literal(text, max_depth=MAX_DEPTH):
     parser = _Literal(text, max_depth)
     value = parser.value(0)
     if text[parser.pos:].strip():
-        raise ValueError(f"unexpected text at char {parser.pos}")
+        raise ValueError(f"trailing text at char {parser.pos}")
     return value
 
 
@@ -123,7 +123,7 @@ class _Literal:
     def token(self):
         match = _TOKEN.match(self.text, self.pos)
         if not match:
-            raise ValueError(f"unexpected text at char {self.pos}")
+            raise ValueError(f"not a literal at char {self.pos}")
         self.pos = match.end()
         return match
 
@@ -139,7 +139,7 @@ class _Literal:
             if depth >= self.max_depth:
                 raise ValueError(f"nested deeper than {self.max_depth}")
             return self.container(depth + 1, punct)
-        raise ValueError(f"unexpected {punct!r} at char {self.pos - 1}")
+        raise ValueError(f"misplaced {punct!r} at char {self.pos - 1}")
 
     def container(self, depth, opening):
         closing = {"{": "}", "[": "]", "(": ")"}[opening]

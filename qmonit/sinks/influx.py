@@ -192,7 +192,9 @@ class Influx:
             # Refused now, refused on every replay: not kept.
             raise SinkError(f"InfluxDB {self.url}", f"{beyond}; those points are past the {rp} "
                             "retention policy and are not kept")
-        if isinstance(not_kept, SpoolFull):
+        if isinstance(not_kept, SpoolFull) and \
+                self.spool.size() + not_kept.needed > self.spool.max_bytes:
+            # Still full after the replay: loud on every run until it drains.
             error = SinkError(not_kept.target, f"{not_kept.reason}; {len(lines)} points written "
                               "to InfluxDB, but the spool could not keep them")
             error.safe = True

@@ -90,9 +90,11 @@ class Spool:
         if self.max_bytes is not None:
             used = self.size()
             if used + len(body) > self.max_bytes:
-                raise SpoolFull(self.directory, (
+                full = SpoolFull(self.directory, (
                     f"spool full: {used / 1e6:.1f} MB kept, {len(body) / 1e6:.1f} MB more would "
                     f"pass [paths] spool_max_mb = {self.max_bytes / 1e6:g}"))
+                full.needed = len(body)
+                raise full
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         path = self.directory / name
         tmp = self.directory / f".{name}.{os.getpid()}.tmp"
