@@ -269,6 +269,6 @@ def test_a_full_spool_that_the_replay_drains_is_no_error(db, spool_dir):
     with pytest.raises(SinkError):
         down(db, spool_dir).write_lines("10m", [f"big,k=s{i} value={i}i {NOW}" for i in range(50)])
     used = Spool(spool_dir).size()
-    healthy = Influx(db.url, db.database, spool_dir=spool_dir, spool_max_bytes=used + 10)
+    healthy = Influx(db.url, db.database, spool_dir=spool_dir, spool_max_bytes=used + 100)
     assert healthy.write_lines("10m", [f"other,k=s{i} value={i}i {NOW}" for i in range(50)]) == 50
     assert spooled(spool_dir) == []
