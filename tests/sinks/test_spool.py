@@ -272,3 +272,14 @@ def test_a_full_spool_that_the_replay_drains_is_no_error(db, spool_dir):
     healthy = Influx(db.url, db.database, spool_dir=spool_dir, spool_max_bytes=used + 100)
     assert healthy.write_lines("10m", [f"other,k=s{i} value={i}i {NOW}" for i in range(50)]) == 50
     assert spooled(spool_dir) == []
+
+
+def test_dead_letters_count_as_errors_of_the_run(db):
+    import datetime as dt
+
+    from qmonit.jobs.runs import Run
+    db.write_lines("10m", [f"probe,k=x value=1i {NOW}"])
+    db.write_lines("10m", [f'probe,k=y value="text" {NOW}', now_line(3, "fine")])
+    Run("fetch_queues", dt.datetime.fromtimestamp(NOW - NOW % 600, dt.UTC)).record(db, "ok")
+    [series] = db.query('SELECT "errors" FROM "10m"."qmonit_runs"')
+    assert series[0]["values"][0][1] == 1 and values(db, "fine") == [3]
