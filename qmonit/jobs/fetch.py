@@ -8,7 +8,7 @@ from ..core.errors import ConfigError, QMonitError
 from ..core.files import State
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore
-from ..sources import cric, panda
+from ..sources import benchmarks, cric, panda
 from . import averages, transform
 from .runs import Run, print_lines, print_rows
 
@@ -28,6 +28,7 @@ def settings(config):
         "pandaqueue_url": config.get(
             "cric", "pandaqueue_url", "https://atlas-cric.cern.ch/api/atlas/pandaqueue/query/?json"),
         "cric_timeout": config.get_float("cric", "timeout", 120),
+        "benchmarks": bool(config.get("credentials_elasticsearch", "host", "")),
         "max_bytes": max_reply_bytes(config, "panda"),
         "cric_max_bytes": max_reply_bytes(config, "cric"),
     }
@@ -53,7 +54,8 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     """One cycle for the slot that holds `now`. Sources and sinks default to the config's."""
     opts = settings(config)
     data_dir = config.data_dir()
-    session = session or http.session()
+    # One session for both (tests), else each with its own TLS settings and credentials.
+    sessions = (session, session) if session else (panda.session(config), cric.session(config))
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     slot = transform.slot_of(now)
@@ -65,8 +67,8 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
 
     problems = []
     try:
-        stats, queues, pledges = fetch(session, cric.Cache(data_dir), opts, window, now, dry_run,
-                                       problems)
+        stats, queues, pledges, hs06 = fetch(sessions, cric.Cache(data_dir), opts, window,
+                                             now, dry_run, problems)
     except Exception:
         if not dry_run:
             run_record.errors = 1
@@ -74,7 +76,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         raise
 
     started = time.monotonic()
-    lines = transform.job_lines(stats, queues, pledges, slot, window)
+    lines = transform.job_lines(stats, queues, pledges, slot, window, hs06)
     rows = transform.mysql_rows(stats, queues, slot)
     unknown = sum(1 for q in stats if q not in queues)
     log.debug("slot %s: %d queues (%d unknown to CRIC), %d points, %d rows, time_window %d "
@@ -156,23 +158,27 @@ def trusted_slot(epoch, where, wall=None):
     return slot
 
 
-def fetch(session, cache, opts, window, now, dry_run, problems=None):
+def fetch(sessions, cache, opts, window, now, dry_run, problems=None):
     """PanDA counts, CRIC queue metadata and federation pledges; any failure raises.
 
-    Bad records are left out and listed in problems."""
+    sessions: (PanDA session, CRIC session). Bad records are left out and listed in
+    problems."""
     problems = [] if problems is None else problems
+    panda_session, session = sessions
     started = time.monotonic()
-    stats = panda.fetch_job_stats(session, opts["panda_url"], opts["api"], window,
+    stats = panda.fetch_job_stats(panda_session, opts["panda_url"], opts["api"], window,
                                   opts["timeout"], problems, opts["max_bytes"])
     log.debug("PanDA: %d queues in %.2f s", len(stats), time.monotonic() - started)
     started = time.monotonic()
     checked = {}
     before = len(problems)
+    # The hourly job refreshes the site dump: the corepower of queues CRIC gives none.
+    sites = cache.read("site")
 
     def check(payload):
         # A payload without one usable queue never replaces the cached copy.
         del problems[before:]
-        checked["queues"] = cric.queue_metadata(payload, problems)
+        checked["queues"] = cric.queue_metadata(payload, sites, problems)
         checked["payload"] = payload
         if not checked["queues"]:
             raise ValueError("no usable queue")
@@ -184,9 +190,12 @@ def fetch(session, cache, opts, window, now, dry_run, problems=None):
         queues = checked["queues"]
     else:
         del problems[before:]
-        queues = cric.queue_metadata(pandaqueues, problems)
+        queues = cric.queue_metadata(pandaqueues, sites, problems)
     # The hourly job refreshes the federation data; without a copy the pledge is 0.
     pledges = cric.federation_pledges(cache.read("federation"), now)
+    # The hourly job refreshes the benchmarks too; none while [credentials_elasticsearch]
+    # host is empty.
+    hs06 = benchmarks.Cache(cache.directory.parent).read() if opts["benchmarks"] else {}
     log.debug("CRIC: %d queues, %d pledges in %.2f s", len(queues), len(pledges),
               time.monotonic() - started)
-    return stats, queues, pledges
+    return stats, queues, pledges, hs06
