@@ -2,6 +2,7 @@
 import json
 import logging
 import re
+import threading
 import time
 
 import requests
@@ -35,8 +36,9 @@ def fetch(session, url, timeout, method="GET", max_bytes=DEFAULT_MAX_BYTES, **kw
     started = time.monotonic()
     deadline = started + timeout
     try:
-        response = session.request(method, url, timeout=timeout, stream=True, **kwargs)
-    except requests.Timeout:
+        response = _before(deadline, lambda: session.request(
+            method, url, timeout=timeout, stream=True, **kwargs))
+    except (requests.Timeout, TimeoutError):
         raise SourceError(url, f"timed out after {timeout:g} s") from None
     except requests.RequestException as e:
         raise SourceError(url, describe(e)) from None
@@ -51,6 +53,28 @@ def fetch(session, url, timeout, method="GET", max_bytes=DEFAULT_MAX_BYTES, **kw
     text = response.text
     log.debug("%s %s: %d bytes in %.2f s", method, url, len(text), time.monotonic() - started)
     return text
+
+
+def _before(deadline, call):
+    """call() in a helper thread, given up (TimeoutError) at the deadline: the socket time-out
+    bounds each wait for data, not a server that drips its status line and headers."""
+    outcome = {}
+
+    def work():
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = e
+
+    # A daemon: a thread still waiting on a dripping server never holds the process.
+    worker = threading.Thread(target=work, name="qmonit-http", daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0))
+    if worker.is_alive():
+        raise TimeoutError
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _read(response, url, deadline, timeout, max_bytes):

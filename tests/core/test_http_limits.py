@@ -13,12 +13,13 @@ from qmonit.core.errors import SourceError
 class Drip:
     """A server that sends its headers, then one byte of body every `every` seconds."""
 
-    def __init__(self, every=0.2, length=1000, headers_only=False):
+    def __init__(self, every=0.2, length=1000, in_headers=False):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(5)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/x"
         self.every, self.length, self.stop = every, length, threading.Event()
+        self.in_headers = in_headers
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
@@ -32,12 +33,15 @@ class Drip:
     def drip(self, conn):
         try:
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n" % self.length)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            if self.in_headers:
+                conn.sendall(b"X-Slow: ")
+            else:
+                conn.sendall(b"Content-Length: %d\r\n\r\n" % self.length)
             for _ in range(self.length):
                 if self.stop.wait(self.every):
                     break
-                conn.sendall(b" ")
+                conn.sendall(b"x" if self.in_headers else b" ")
         except OSError:
             pass
         finally:
@@ -48,9 +52,9 @@ class Drip:
         self.sock.close()
 
 
-@pytest.fixture
-def drip():
-    server = Drip()
+@pytest.fixture(params=[False, True], ids=["body", "headers"])
+def drip(request):
+    server = Drip(in_headers=request.param)
     yield server
     server.close()
 
