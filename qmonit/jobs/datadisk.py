@@ -33,6 +33,7 @@ from ..sinks.mysqlstore import MySQLStore, update_jobs
 from ..sources import benchmarks, cric, rucio
 from . import transform
 from .fetch import SCRIPT as FETCH_SCRIPT
+from .fetch import max_reply_bytes
 from .runs import Run, print_lines, print_rows
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def settings(config):
         "max_slot_age": dt.timedelta(
             minutes=config.get_int("datadisk", "max_slot_age", 60, minimum=10)),
         "cric_timeout": config.get_float("cric", "timeout", 120),
+        "cric_max_bytes": max_reply_bytes(config, "cric"),
         "benchmarks": benchmarks.settings(config),
         "cric_urls": {
             "pandaqueue": config.get("cric", "pandaqueue_url", CRIC_DEFAULTS["pandaqueue"]),
@@ -293,7 +295,7 @@ def fetch(sessions, cache, influx, opts, now, dry_run):
     for kind in CRIC_KINDS:
         try:
             payloads[kind] = cric.refresh(session, cache, kind, urls[kind], timeout,
-                                          dry_run=dry_run)
+                                          dry_run=dry_run, max_bytes=opts["cric_max_bytes"])
         except SourceError as e:
             failure = failure or e
     if failure is not None:
@@ -306,7 +308,7 @@ def fetch(sessions, cache, influx, opts, now, dry_run):
     pandaqueues = cache.read("pandaqueue")
     if pandaqueues is None:
         pandaqueues = cric.refresh(session, cache, "pandaqueue", urls["pandaqueue"], timeout,
-                                   dry_run=dry_run)
+                                   dry_run=dry_run, max_bytes=opts["cric_max_bytes"])
     queues = cric.queue_metadata(pandaqueues, payloads["site"])
     endpoints = endpoint_metadata(payloads["ddmendpoint"], payloads["site"], queues)
     log.debug("CRIC: %d queues, %d endpoints in %.2f s", len(queues), len(endpoints),
