@@ -2,6 +2,7 @@
 on disk for points that could not be written, and InfluxQL quoting for readers."""
 import json
 import logging
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -23,6 +24,8 @@ BATCH_LINES = 20000
 # What InfluxDB 1.x says of points older than their policy's duration (HTTP 400 partial write).
 BEYOND_RETENTION = "points beyond retention policy dropped"
 DEFAULT_DURATIONS = {schema.RP_10M: "7d", schema.RP_1H: "180d", schema.RP_1D: "INF"}
+# How many lines a 400 partial write dropped.
+_DROPPED = re.compile(r"dropped=(\d+)")
 
 
 class Influx:
@@ -243,8 +246,10 @@ class Influx:
                     # A partial write: InfluxDB took the others and will never take these.
                     beyond = e.reason
                     continue
-                if len(batch) == 1:
-                    refused.append((batch[0], e.reason))
+                dropped = _DROPPED.search(e.reason)
+                if len(batch) == 1 or (dropped and int(dropped.group(1)) >= len(batch)):
+                    # Every line of the batch refused (e.g. a field type conflict on all).
+                    refused.extend((line, e.reason) for line in batch)
                     continue
                 # 400 partial writes keep the good lines; writing them again is harmless.
                 half = len(batch) // 2

@@ -283,3 +283,11 @@ def test_dead_letters_count_as_errors_of_the_run(db):
     Run("fetch_queues", dt.datetime.fromtimestamp(NOW - NOW % 600, dt.UTC)).record(db, "ok")
     [series] = db.query('SELECT "errors" FROM "10m"."qmonit_runs"')
     assert series[0]["values"][0][1] == 1 and values(db, "fine") == [3]
+
+
+def test_a_batch_refused_whole_is_dead_lettered_without_halving(db, spool_dir):
+    db.write_lines("10m", [f"probe,k=x value=1i {NOW}"])
+    bad = [f'probe,k=s{i} value="text" {NOW}' for i in range(3000)]
+    assert db.write_lines("10m", bad + [now_line(2, "fine")]) == 3001
+    assert db.dead_letters == 3000 and values(db, "fine") == [2]
+    assert (spool_dir / DEAD_LETTERS).read_text().count('value="text"') == 3000
