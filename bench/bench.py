@@ -51,9 +51,24 @@ InfluxDB and MariaDB from Debian (private instances on loopback), the project's 
 PanDA/CRIC/MONIT. Figures are medians of repeated runs; each ratio compares against a reference
 measured in the same run, on the same servers and data.
 """
-    (ROOT / "BENCHMARKS.md").write_text(header + "\n" + "\n\n".join(sections) + "\n")
+    # `make soak` writes its own section; keep it.
+    soak = _section(ROOT / "BENCHMARKS.md", "## Soak")
+    (ROOT / "BENCHMARKS.md").write_text(header + "\n" + "\n\n".join(sections + soak) + "\n")
     print("\n\n".join(sections))
     return 1 if failed else 0
+
+
+def _section(path, heading):
+    """[the text of the section under heading] in a Markdown file, or []."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return []
+    end = text.find("\n## ", start + 1)
+    return [text[start + 1:end if end >= 0 else len(text)].strip()]
 
 
 if __name__ == "__main__":

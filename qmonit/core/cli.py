@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import config as config_module
 from .errors import QMonitError, UsageError
+from .redact import RedactingFilter, redact
 
 log = logging.getLogger(__name__)
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -59,6 +60,7 @@ def setup_logging(args):
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler._qmonit = True
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
@@ -82,7 +84,7 @@ def exit_codes(prog):
     try:
         yield outcome
     except QMonitError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {redact(e)}", file=sys.stderr)
         outcome.code = e.exit_code
     except SystemExit as e:  # --help and --version
         outcome.code = e.code if isinstance(e.code, int) else 0
@@ -91,8 +93,8 @@ def exit_codes(prog):
         outcome.code = 130
     except Exception as e:  # noqa: BLE001 - the last line of defence
         log.debug("unexpected failure", exc_info=True)
-        print(f"{prog}: error: unexpected {type(e).__name__}: {' '.join(str(e).split())}",
-              file=sys.stderr)
+        print(f"{prog}: error: unexpected {type(e).__name__}: "
+              f"{redact(' '.join(str(e).split()))}", file=sys.stderr)
         outcome.code = 1
 
 

@@ -7,6 +7,7 @@ import configparser
 import os
 from pathlib import Path
 
+from . import redact
 from .errors import ConfigError
 
 _REQUIRED = object()
@@ -28,6 +29,7 @@ class Config:
             parser.read_string(text, source=str(path))
         except configparser.Error as e:
             raise ConfigError(path, f"cannot parse: {_one_line(e)}") from None
+        redact.register_config(parser)
         return cls(path, parser, base_dir)
 
     def has_section(self, section):

@@ -37,7 +37,11 @@ class SourceError(QMonitError):
 
 
 class SinkError(QMonitError):
-    """A sink (InfluxDB, MySQL, a file) could not be written. Names the server."""
+    """A sink (InfluxDB, MySQL, a file) could not be written. Names the server.
+
+    safe: the points are kept anyway (spooled for the next run, or written after all)."""
+
+    safe = False
 
     def __init__(self, target, reason):
         self.target = target

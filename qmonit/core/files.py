@@ -1,9 +1,17 @@
 """Atomic writes and small JSON state files under data_dir."""
 import json
+import logging
 import os
+import time
 from pathlib import Path
 
 from .errors import SinkError
+
+log = logging.getLogger(__name__)
+
+# State dated more than one 10-minute slot after the wall clock is from a run with the clock
+# (or --timestamp) far ahead: it must not keep later runs from updating anything.
+AHEAD_MARGIN = 600
 
 
 def atomic_write(path, text):
@@ -44,3 +52,15 @@ class State:
 
     def save(self, value):
         atomic_write(self.path, json.dumps(value, indent=1, sort_keys=True))
+
+
+def ahead_of_clock(epoch, where, wall=None):
+    """True, with one warning, when a stored time (epoch seconds) lies more than one slot
+    after the wall clock: such state is not trusted as a guard."""
+    wall = time.time() if wall is None else wall
+    limit = wall - wall % AHEAD_MARGIN + AHEAD_MARGIN
+    if epoch is None or epoch <= limit:
+        return False
+    log.warning("%s: stored time %s is after the clock; not trusted", where,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)))
+    return True

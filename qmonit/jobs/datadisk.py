@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from ..core import schema
 from ..core.errors import ConfigError, SinkError, SourceError
-from ..core.files import State
+from ..core.files import State, ahead_of_clock
 from ..core.influxql import quote_ident, quote_string, time_literal
 from ..sinks import notify
 from ..sinks.influx import Influx
@@ -34,6 +34,7 @@ from ..sinks.mysqlstore import MySQLStore, update_jobs
 from ..sources import benchmarks, cric, rucio
 from . import deadman, transform
 from .fetch import SCRIPT as FETCH_SCRIPT
+from .fetch import max_reply_bytes
 from .runs import Run, print_lines, print_rows
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def settings(config):
         "max_slot_age": dt.timedelta(
             minutes=config.get_int("datadisk", "max_slot_age", 60, minimum=10)),
         "cric_timeout": config.get_float("cric", "timeout", 120),
+        "cric_max_bytes": max_reply_bytes(config, "cric"),
         "benchmarks": benchmarks.settings(config),
         "cric_urls": {
             "pandaqueue": config.get("cric", "pandaqueue_url", CRIC_DEFAULTS["pandaqueue"]),
@@ -294,7 +296,7 @@ def fetch(sessions, cache, influx, opts, now, dry_run):
     for kind in CRIC_KINDS:
         try:
             payloads[kind] = cric.refresh(session, cache, kind, urls[kind], timeout,
-                                          dry_run=dry_run)
+                                          dry_run=dry_run, max_bytes=opts["cric_max_bytes"])
         except SourceError as e:
             failure = failure or e
     if failure is not None:
@@ -307,7 +309,7 @@ def fetch(sessions, cache, influx, opts, now, dry_run):
     pandaqueues = cache.read("pandaqueue")
     if pandaqueues is None:
         pandaqueues = cric.refresh(session, cache, "pandaqueue", urls["pandaqueue"], timeout,
-                                   dry_run=dry_run)
+                                   dry_run=dry_run, max_bytes=opts["cric_max_bytes"])
     queues = cric.queue_metadata(pandaqueues, payloads["site"])
     endpoints = endpoint_metadata(payloads["ddmendpoint"], payloads["site"], queues)
     log.debug("CRIC: %d queues, %d endpoints in %.2f s", len(queues), len(endpoints),
@@ -403,7 +405,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         record.points = len(lines)
         log.debug("InfluxDB: %d points in %.2f s", len(lines), time.monotonic() - started)
         # A backfill of an older hour must not put older volumes into the current snapshot.
-        if last is None or int(hour.timestamp()) >= last:
+        if last is None or int(hour.timestamp()) >= last or ahead_of_clock(last, state.path):
             started = time.monotonic()
             mysql.ensure_jobs_table()
             changed = write_mysql(mysql, rows)

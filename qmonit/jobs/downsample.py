@@ -354,7 +354,11 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
                     print(f"# {level.name} is computed from {level.source.qualified} as stored: "
                           "a dry run does not apply the changes above", file=out)
                 chosen = check(influx, each, now_s, lookbacks[each.name])
-                written += write(influx, each, tags, chosen, dry_run, out)
+                late, done = late_buckets(influx, each, now_s, chosen,
+                                          duration_seconds(durations[schema.RP_10M]))
+                written += write(influx, each, tags, chosen + late, dry_run, out)
+                if done and not dry_run:
+                    influx.spool.forget_late_hours(done)
     except Exception:
         if not dry_run:
             record.errors = 1
@@ -371,6 +375,28 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
 def _shown_tag_keys(influx, level):
     shown = influx.query(f"SHOW TAG KEYS FROM {quote_ident(level.source.name)}")[0]
     return [row[0] for series in shown for row in series.get("values", [])]
+
+
+def late_buckets(influx, level, now, chosen, retention):
+    """Hours whose 10m points a spool replay wrote late, to roll up however old, while the
+    10m policy (retention seconds, 0: forever) holds them: ([(bucket, reason)], the hours
+    to forget once written). Hours not complete yet wait."""
+    spool = getattr(influx, "spool", None)
+    if level.name != "1h" or spool is None:
+        return [], []
+    latest = last_complete(now, level.step)
+    have = {bucket for bucket, _ in chosen}
+    late, done = [], []
+    for hour in spool.late_hours():
+        if hour > latest:
+            continue
+        done.append(hour)
+        if retention and hour + level.step <= now - retention:
+            log.warning("%s: hour %s was written late, but its 10m points are past the 10m "
+                        "retention policy; not rolled up", level.name, _iso(hour))
+        elif hour not in have:
+            late.append((hour, "late (replayed from the spool)"))
+    return late, done
 
 
 def check(influx, level, now, lookback):

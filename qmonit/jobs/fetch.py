@@ -3,8 +3,8 @@ import datetime as dt
 import logging
 import time
 
-from ..core import schema
-from ..core.errors import ConfigError
+from ..core import http, schema
+from ..core.errors import ConfigError, QMonitError
 from ..core.files import State
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore
@@ -29,7 +29,17 @@ def settings(config):
             "cric", "pandaqueue_url", "https://atlas-cric.cern.ch/api/atlas/pandaqueue/query/?json"),
         "cric_timeout": config.get_float("cric", "timeout", 120),
         "benchmarks": bool(config.get("credentials_elasticsearch", "host", "")),
+        "max_bytes": max_reply_bytes(config, "panda"),
+        "cric_max_bytes": max_reply_bytes(config, "cric"),
     }
+
+
+def max_reply_bytes(config, section):
+    """[section] max_reply_mb in bytes: a larger reply is refused."""
+    mb = config.get_float(section, "max_reply_mb", http.DEFAULT_MAX_BYTES / 1e6)
+    if not mb > 0:
+        raise ConfigError(config.path, "must be above 0", section, "max_reply_mb")
+    return int(mb * 1e6)
 
 
 def _time_window(config):
@@ -52,13 +62,13 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     influx.check_retained(schema.JOBS.rp, slot)
     run_record = Run(SCRIPT, slot)
     state = State(data_dir, SCRIPT)
-    last = state.load().get("last_slot")
-    last_slot = dt.datetime.fromtimestamp(last, dt.UTC) if last else None
+    last_slot = trusted_slot(state.load().get("last_slot"), state.path)
     window = panda.time_window(opts["time_window"], last_slot, slot)
 
+    problems = []
     try:
         stats, queues, pledges, hs06 = fetch(sessions, cric.Cache(data_dir), opts, window,
-                                             now, dry_run)
+                                             now, dry_run, problems)
     except Exception:
         if not dry_run:
             run_record.errors = 1
@@ -70,55 +80,117 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     rows = transform.mysql_rows(stats, queues, slot)
     unknown = sum(1 for q in stats if q not in queues)
     log.debug("slot %s: %d queues (%d unknown to CRIC), %d points, %d rows, time_window %d "
-              "min; transform %.2f s", slot, len(stats), unknown, len(lines), len(rows),
-              window, time.monotonic() - started)
+              "min, %d bad records left out; transform %.2f s", slot, len(stats), unknown,
+              len(lines), len(rows), window, len(problems), time.monotonic() - started)
     if dry_run:
         print_lines(schema.JOBS, lines, out)
         print_rows("upsert", transform.MYSQL_ROW_COLUMNS, rows, out)
         return 0
 
+    # InfluxDB and MySQL are independent: one failing never keeps the other from being written.
+    failures = []
+    run_record.errors = len(problems)
     started = time.monotonic()
-    averages.forget_carried(data_dir, slot)
+    try:
+        averages.forget_carried(data_dir, slot)
+    except (QMonitError, OSError) as e:
+        # An unwritable data_dir must not keep the points from a healthy InfluxDB.
+        log.warning("could not check the carried averages under %s: %s", data_dir, e)
     try:
         influx.write_lines(schema.JOBS.rp, lines)
-    finally:
+        safe = True
+    except QMonitError as e:
+        failures.append(e)
+        safe = getattr(e, "safe", False)
+    if safe and (last_slot is None or slot > last_slot):
         # Written or spooled, the counts are kept: the next window starts from this slot.
-        if last_slot is None or slot > last_slot:
+        # Neither: the next run asks PanDA for this slot's window again.
+        try:
             state.save({"last_slot": int(slot.timestamp())})
+        except QMonitError as e:
+            failures.append(e)
     run_record.points = len(lines)
     log.debug("InfluxDB: %d points in %.2f s", len(lines), time.monotonic() - started)
 
     started = time.monotonic()
+    removed = 0
     try:
         mysql.ensure_jobs_table()
-        mysql.upsert(transform.MYSQL_ROW_COLUMNS, rows, guard="last_seen")
-        removed = mysql.delete_stale(slot, STALE_AFTER)
-    except Exception:
-        run_record.errors = 1
-        run_record.record(influx, "error")
-        raise
+        mysql.upsert(transform.MYSQL_ROW_COLUMNS, rows, guard="last_seen",
+                     trusted_until=trust_limit())
+        removed = mysql.delete_stale(slot, STALE_AFTER, trusted_until=trust_limit())
+    except QMonitError as e:
+        failures.append(e)
     finally:
         mysql.close()
     log.debug("MySQL: %d rows upserted, %d stale removed in %.2f s", len(rows), removed,
               time.monotonic() - started)
-    run_record.record(influx, "ok")
+    run_record.errors += len(failures)
+    run_record.record(influx, "error" if failures else "ok")
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise QMonitError("; and ".join(str(e) for e in failures))
     return 0
 
 
-def fetch(sessions, cache, opts, window, now, dry_run):
+def trust_limit(wall=None):
+    """Stored times after this are from a run with the clock ahead: not trusted as guards."""
+    wall = dt.datetime.now(dt.UTC) if wall is None else wall
+    return transform.slot_of(wall) + transform.SLOT
+
+
+def trusted_slot(epoch, where, wall=None):
+    """A stored slot as a datetime; None (with one warning) when it lies more than one slot
+    after the wall clock, so a run with the clock far ahead never freezes later runs."""
+    if not epoch:
+        return None
+    try:
+        slot = dt.datetime.fromtimestamp(epoch, dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        log.warning("%s: ignoring unreadable last_slot %r", where, epoch)
+        return None
+    limit = trust_limit(wall)
+    if slot > limit:
+        log.warning("%s: last_slot %s is after the clock (%s); not trusted", where,
+                    f"{slot:%Y-%m-%d %H:%M}", f"{limit - transform.SLOT:%Y-%m-%d %H:%M}")
+        return None
+    return slot
+
+
+def fetch(sessions, cache, opts, window, now, dry_run, problems=None):
     """PanDA counts, CRIC queue metadata and federation pledges; any failure raises.
 
-    sessions: (PanDA session, CRIC session)."""
+    sessions: (PanDA session, CRIC session). Bad records are left out and listed in
+    problems."""
+    problems = [] if problems is None else problems
     panda_session, session = sessions
     started = time.monotonic()
     stats = panda.fetch_job_stats(panda_session, opts["panda_url"], opts["api"], window,
-                                  opts["timeout"])
+                                  opts["timeout"], problems, opts["max_bytes"])
     log.debug("PanDA: %d queues in %.2f s", len(stats), time.monotonic() - started)
     started = time.monotonic()
-    pandaqueues = cric.refresh(session, cache, "pandaqueue", opts["pandaqueue_url"],
-                               opts["cric_timeout"], dry_run=dry_run)
+    checked = {}
+    before = len(problems)
     # The hourly job refreshes the site dump: the corepower of queues CRIC gives none.
-    queues = cric.queue_metadata(pandaqueues, cache.read("site"))
+    sites = cache.read("site")
+
+    def check(payload):
+        # A payload without one usable queue never replaces the cached copy.
+        del problems[before:]
+        checked["queues"] = cric.queue_metadata(payload, sites, problems)
+        checked["payload"] = payload
+        if not checked["queues"]:
+            raise ValueError("no usable queue")
+
+    pandaqueues = cric.refresh(session, cache, "pandaqueue", opts["pandaqueue_url"],
+                               opts["cric_timeout"], dry_run=dry_run, check=check,
+                               max_bytes=opts["cric_max_bytes"])
+    if checked.get("payload") is pandaqueues:
+        queues = checked["queues"]
+    else:
+        del problems[before:]
+        queues = cric.queue_metadata(pandaqueues, sites, problems)
     # The hourly job refreshes the federation data; without a copy the pledge is 0.
     pledges = cric.federation_pledges(cache.read("federation"), now)
     # The hourly job refreshes the benchmarks too; none while [credentials_elasticsearch]

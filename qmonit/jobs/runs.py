@@ -35,6 +35,9 @@ class Run:
                      int(self.slot.timestamp()))
 
     def record(self, influx, status):
+        # Lines InfluxDB refused for good (dead letters) are errors of this run.
+        self.errors += getattr(influx, "dead_letters", 0)
+        influx.dead_letters = 0
         try:
             influx.write_lines(schema.RUNS.rp, encode(schema.RUNS, [self.point(status)]))
         except QMonitError as e:

@@ -2,9 +2,8 @@
 on disk for points that could not be written, and InfluxQL quoting for readers."""
 import json
 import logging
+import re
 import time
-import uuid
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
@@ -13,9 +12,9 @@ from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
 from ..core import schema, tls
 from ..core.errors import ConfigError, SinkError
-from ..core.files import atomic_write
 from ..core.http import describe
 from ..core.influxql import quote_ident
+from .spool import CorruptFile, Spool, SpoolFull, line_hours
 
 log = logging.getLogger(__name__)
 
@@ -25,35 +24,16 @@ BATCH_LINES = 20000
 # What InfluxDB 1.x says of points older than their policy's duration (HTTP 400 partial write).
 BEYOND_RETENTION = "points beyond retention policy dropped"
 DEFAULT_DURATIONS = {schema.RP_10M: "7d", schema.RP_1H: "180d", schema.RP_1D: "INF"}
-
-
-class Spool:
-    """Line-protocol files under data_dir/spool, one file a failed write, oldest first."""
-
-    def __init__(self, directory):
-        self.directory = Path(directory)
-
-    def put(self, rp, lines):
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.{rp}.lp"
-        return atomic_write(self.directory / name, "\n".join(lines) + "\n")
-
-    def files(self):
-        if not self.directory.is_dir():
-            return []
-        return sorted(p for p in self.directory.glob("*.lp") if not p.name.startswith("."))
-
-    @staticmethod
-    def read(path):
-        rp = path.name.rsplit(".", 2)[-2]
-        lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line]
-        return rp, lines
+# How many lines a 400 partial write dropped.
+_DROPPED = re.compile(r"dropped=(\d+)")
 
 
 class Influx:
     """One InfluxDB database. Writes go as line protocol through influxdb-python."""
 
     def __init__(self, url, database, username="", password="", verify_ssl=True, timeout=30,
-                 spool_dir=None, durations=None, tls=None):
+                 spool_dir=None, durations=None, tls=None, spool_max_bytes=None,
+                 replay_seconds=120, retry_base=600):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -70,9 +50,12 @@ class Influx:
             path=parts.path.strip("/"), cert=tls.client_cert if tls and https else None)
         if tls is not None and https:
             self.client._session.mount("https://", tls.adapter())
-        self.spool = Spool(spool_dir) if spool_dir else None
+        self.spool = Spool(spool_dir, spool_max_bytes, retry_base) if spool_dir else None
         self.durations = durations
         self._ensured = False
+        # Replay time left in this run; lines InfluxDB refused for good (qmonit_runs.errors).
+        self.replay_budget = replay_seconds
+        self.dead_letters = 0
 
     @classmethod
     def from_config(cls, config):
@@ -85,7 +68,9 @@ class Influx:
                        config.get_float("influxdb", "timeout", 30),
                        spool_dir=config.data_dir() / "spool",
                        durations=retention_durations(config),
-                       tls=tls.settings(config, "influxdb"))
+                       tls=tls.settings(config, "influxdb"),
+                       spool_max_bytes=spool_max_bytes(config),
+                       replay_seconds=config.get_float("influxdb", "replay_seconds", 120))
         except ValueError as e:
             raise ConfigError(config.path, str(e), "influxdb", "url") from None
 
@@ -177,59 +162,186 @@ class Influx:
     def write_lines(self, rp, lines):
         """Write line-protocol lines (second precision) to a retention policy.
 
-        Spooled lines from earlier runs go first. Lines that cannot be written are spooled
-        and SinkError is raised (saying where they are kept), so the next run writes them.
+        The lines go to the spool first, then earlier runs' spooled lines are replayed
+        (oldest first, in bounded time), then these lines are posted and their file removed.
+        SinkError when they could not be written; its `safe` is True when they are kept in
+        the spool for the next run, or written after all (a full spool is an error too).
         """
+        if not lines:
+            return 0
+        held, not_kept = None, None
+        if self.spool is not None:
+            try:
+                held = self.spool.put(self.database, rp, lines, hold=True)
+            except SinkError as e:
+                # A full or read-only spool must not keep points from a healthy server.
+                not_kept = e
+                if not isinstance(e, SpoolFull):
+                    log.warning("cannot spool %d points before writing them: %s", len(lines), e)
         try:
             if not self._ensured:
                 self.ensure_database()
-            self.flush_spool()
-            self._post(rp, lines)
+                self._ensured = True
+            self.replay()
+            dead, beyond = self._write(self.database, rp, lines)
         except SinkError as e:
-            if self.spool is None or not lines:
-                raise
-            if BEYOND_RETENTION in e.reason:
-                # Refused now, refused on every replay: kept, they would block nothing but
-                # would never be written either.
-                raise SinkError(e.target, f"{e.reason}; those points are past the {rp} "
-                                "retention policy and are not kept") from None
-            path = self.spool.put(rp, lines)
-            raise SinkError(e.target, f"{e.reason}; {len(lines)} points kept in {path} "
-                            "for the next run") from None
+            if held is not None:
+                held.release()
+                error = SinkError(e.target, f"{e.reason}; {len(lines)} points kept in "
+                                  f"{held.path} for the next run")
+                error.safe = True
+                raise error from None
+            if not_kept is not None:
+                raise SinkError(e.target, f"{e.reason}; {len(lines)} points NOT kept: "
+                                f"{not_kept}") from None
+            raise
+        if held is not None:
+            held.remove()
+        self._dead_letter(self.database, rp, dead)
+        if beyond:
+            # Refused now, refused on every replay: not kept.
+            raise SinkError(f"InfluxDB {self.url}", f"{beyond}; those points are past the {rp} "
+                            "retention policy and are not kept")
+        if isinstance(not_kept, SpoolFull) and \
+                self.spool.size() + not_kept.needed > self.spool.max_bytes:
+            # Still full after the replay: loud on every run until it drains.
+            error = SinkError(not_kept.target, f"{not_kept.reason}; {len(lines)} points written "
+                              "to InfluxDB, but the spool could not keep them")
+            error.safe = True
+            raise error
         return len(lines)
 
-    def _post(self, rp, lines):
-        for start in range(0, len(lines), BATCH_LINES):
+    def _send(self, database, rp, lines):
+        """One POST; SinkError with `refused` True when InfluxDB answered with an error
+        status, `status` its code; False when it could not be reached."""
+        try:
+            self.client.write_points(lines, time_precision="s", database=database,
+                                     retention_policy=rp, protocol="line")
+        except (InfluxDBClientError, InfluxDBServerError) as e:
+            error = self._fail(e)
+            error.refused = True
+            error.status = getattr(e, "code", None)
+            raise error from None
+        except requests.RequestException as e:
+            error = self._fail(e)
+            error.refused = False
+            error.status = None
+            raise error from None
+
+    def _write(self, database, rp, lines):
+        """Post lines in batches; a batch refused with HTTP 400 is halved until the bad lines
+        are alone. Returns ([(line, reason)] refused for good, the beyond-retention reason or
+        ""); raises SinkError for any other failure."""
+        refused, beyond = [], ""
+        pending = [lines[i:i + BATCH_LINES] for i in range(0, len(lines), BATCH_LINES)]
+        pending.reverse()
+        while pending:
+            batch = pending.pop()
             try:
-                self.client.write_points(lines[start:start + BATCH_LINES], time_precision="s",
-                                         retention_policy=rp, protocol="line")
-            except InfluxDBClientError as e:
-                error = self._fail(e)
-                # 400: InfluxDB will never take these lines; retrying them would block the spool.
-                error.rejected = e.code == 400
-                raise error from None
-            except (requests.RequestException, InfluxDBServerError) as e:
-                raise self._fail(e) from None
+                self._send(database, rp, batch)
+            except SinkError as e:
+                if e.status != 400:
+                    raise
+                if BEYOND_RETENTION in e.reason:
+                    # A partial write: InfluxDB took the others and will never take these.
+                    beyond = e.reason
+                    continue
+                dropped = _DROPPED.search(e.reason)
+                if len(batch) == 1 or (dropped and int(dropped.group(1)) >= len(batch)):
+                    # Every line of the batch refused (e.g. a field type conflict on all).
+                    refused.extend((line, e.reason) for line in batch)
+                    continue
+                # 400 partial writes keep the good lines; writing them again is harmless.
+                half = len(batch) // 2
+                pending.append(batch[half:])
+                pending.append(batch[:half])
+        return refused, beyond
+
+    def _dead_letter(self, database, rp, refused):
+        if not refused:
+            return
+        self.dead_letters += len(refused)
+        where = "not kept"
+        if self.spool is not None:
+            try:
+                where = f"kept in {self.spool.dead_letter(database, rp, refused)}"
+            except SinkError as e:
+                where = f"not kept ({e})"
+        log.warning("InfluxDB %s refused %d line(s) for %s.%s (%s), %s; first: %.200s",
+                    self.url, len(refused), database, rp, refused[0][1][:200], where,
+                    refused[0][0])
 
     def flush_spool(self):
-        """Write what earlier runs spooled, oldest first; stop at the first failure."""
-        if self.spool is None:
+        """Replay the spool now (as a write does first); returns the lines written."""
+        return self.replay()
+
+    def replay(self):
+        """Write what earlier runs spooled, oldest first, within this run's replay time.
+
+        Only one process replays at a time; files whose writer is still at work are left to
+        it. Raises SinkError when InfluxDB cannot be reached."""
+        if self.spool is None or self.replay_budget <= 0:
             return 0
-        written = 0
-        for path in self.spool.files():
-            rp, lines = self.spool.read(path)
-            try:
-                self._post(rp, lines)
-            except SinkError as e:
-                if not getattr(e, "rejected", False):
-                    raise
-                path.rename(path.with_suffix(".rejected"))
-                log.warning("InfluxDB rejected spooled %s (%s); renamed to .rejected",
-                            path.name, e.reason)
-                continue
-            path.unlink()
-            written += len(lines)
-            log.info("wrote %d spooled points from %s", len(lines), path.name)
+        with self.spool.replay_lock() as mine:
+            if not mine:
+                log.debug("another process is replaying the spool; leaving it to that one")
+                return 0
+            return self._replay()
+
+    def _replay(self):
+        spool = self.spool
+        started = time.monotonic()
+        now = time.time()
+        spool.remove_stale_tmp(now)
+        files = spool.files()
+        if not files:
+            return 0
+        retries = spool.load_retries()
+        written, done = 0, 0
+        try:
+            for path in files:
+                if time.monotonic() - started > self.replay_budget:
+                    break
+                if not spool.due(retries, path, now):
+                    continue
+                held = spool.claim(path)
+                if held is None:
+                    continue
+                try:
+                    try:
+                        database, rp, lines = spool.read(held, self.database)
+                    except CorruptFile as e:
+                        spool.set_aside(path, ".corrupt", f"unreadable ({e})")
+                        continue
+                    try:
+                        dead, beyond = self._write(database, rp, lines)
+                    except SinkError as e:
+                        if not e.refused:
+                            raise
+                        spool.refused(retries, path, now, e.reason)
+                        continue
+                    if beyond:
+                        log.warning("spool file %s: %s (past the %s retention policy)",
+                                    path.name, beyond, rp)
+                    self._dead_letter(database, rp, dead)
+                    if rp == schema.RP_10M:
+                        spool.add_late_hours(line_hours(lines))
+                    held.remove()
+                    written += len(lines)
+                    done += 1
+                    log.debug("wrote %d spooled points from %s", len(lines), path.name)
+                finally:
+                    held.release()
+        finally:
+            spool.save_retries(retries)
+            elapsed = time.monotonic() - started
+            self.replay_budget -= elapsed
+            left = spool.files()
+            log.debug("spool: replayed %d files (%d points) in %.2f s; %d files (%.1f MB) left",
+                      done, written, elapsed, len(left), spool.size() / 1e6)
+        if left and self.replay_budget <= 0:
+            log.warning("spool %s: %d files (%.1f MB) still to replay; the next runs go on",
+                        spool.directory, len(left), spool.size() / 1e6)
         return written
 
 
@@ -272,6 +384,18 @@ def shard_duration(seconds):
 def _normal(shown):
     # SHOW RETENTION POLICIES prints '720h0m0s', or '0s' for infinite.
     return _normal_duration(shown)
+
+
+# A week at ATLAS scale (25k series: jobs and averages every 10 minutes), with margin.
+DEFAULT_SPOOL_MAX_MB = 4096
+
+
+def spool_max_bytes(config):
+    """[paths] spool_max_mb in bytes."""
+    mb = config.get_float("paths", "spool_max_mb", DEFAULT_SPOOL_MAX_MB)
+    if not mb > 0:
+        raise ConfigError(config.path, "must be above 0", "paths", "spool_max_mb")
+    return int(mb * 1e6)
 
 
 def retention_durations(config):

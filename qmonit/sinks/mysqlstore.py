@@ -4,10 +4,18 @@ All SQL is parameterised; identifiers come from qmonit.schema only and are backq
 compare byte for byte (utf8mb4_nopad_bin): queues that differ by case, accent or a trailing
 space are different rows.
 """
+import datetime as dt
 import logging
 import os
 
 import mysql.connector
+
+try:
+    # The C extension raises its own errors (e.g. "Lost connection") past mysql.connector.Error.
+    from _mysql_connector import MySQLError as _CError
+    DB_ERRORS = (mysql.connector.Error, _CError)
+except ImportError:  # pragma: no cover - pure-Python connector only
+    DB_ERRORS = (mysql.connector.Error,)
 
 from ..core import schema
 from ..core.errors import ConfigError, SinkError
@@ -21,11 +29,13 @@ def quote_ident(name):
 
 class MySQLStore:
     def __init__(self, host, port, user, password, database, timeout=30, unix_socket=None,
-                 ssl_ca="", ssl_cert="", ssl_key=""):
+                 ssl_ca="", ssl_cert="", ssl_key="", query_timeout=300):
         self.host, self.port = host, port
+        # query_timeout: a paused or wedged server fails the run instead of holding it.
         self.params = dict(host=host, port=port, user=user or None, password=password or "",
                            connection_timeout=int(timeout), charset="utf8mb4",
-                           collation="utf8mb4_bin", autocommit=False)
+                           collation="utf8mb4_bin", autocommit=False,
+                           read_timeout=int(query_timeout), write_timeout=int(query_timeout))
         if unix_socket:
             self.params["unix_socket"] = unix_socket
         if ssl_ca:
@@ -46,7 +56,8 @@ class MySQLStore:
                    config.get("credentials", "database", "monit_jobs"),
                    config.get_float("mysql", "timeout", 30),
                    config.get("mysql", "unix_socket", "") or None,
-                   *_ssl_files(config))
+                   *_ssl_files(config),
+                   query_timeout=config.get_int("mysql", "query_timeout", 300, minimum=1))
 
     @property
     def name(self):
@@ -68,7 +79,7 @@ class MySQLStore:
                             f"CHARACTER SET utf8mb4 COLLATE {self.collation}")
                 conn.database = self.database
                 cur.close()
-            except mysql.connector.Error as e:
+            except DB_ERRORS as e:
                 raise self.fail(e) from None
             self._conn = conn
         return self._conn
@@ -77,7 +88,7 @@ class MySQLStore:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except mysql.connector.Error:
+            except DB_ERRORS:
                 pass
             self._conn = None
 
@@ -96,11 +107,13 @@ class MySQLStore:
             conn.commit()
             cur.close()
             return result
-        except mysql.connector.Error as e:
+        except DB_ERRORS as e:
+            # The connection may be gone ("Lost connection"): the next use reconnects.
             try:
                 conn.rollback()
-            except mysql.connector.Error:
+            except DB_ERRORS:
                 pass
+            self.close()
             raise self.fail(e) from None
 
     def ensure_jobs_table(self):
@@ -127,45 +140,63 @@ class MySQLStore:
 
         self.transaction(work)
 
-    def upsert(self, columns, rows, guard=None):
+    def upsert(self, columns, rows, guard=None, trusted_until=None):
         """INSERT … ON DUPLICATE KEY UPDATE rows (tuples in `columns` order) into jobs.
 
         With guard (a column such as last_seen), an existing row is only overwritten by a row
-        whose guard value is not older, so a backfill of past slots keeps the newest state."""
+        whose guard value is not older, so a backfill of past slots keeps the newest state.
+        A stored guard value after trusted_until (an aware datetime: a run with the clock far
+        ahead wrote it) is not trusted: such rows are overwritten, with one warning."""
         if not rows:
             return 0
         table = quote_ident(schema.MYSQL_JOBS_TABLE)
         updates = []
+        newer = None
+        if guard:
+            g = quote_ident(guard)
+            newer = f"(VALUES({g}) >= {g} OR {g} > @qmonit_trusted_until)"
         for column in columns:
             if column in schema.MYSQL_KEY or column == guard:
                 continue
             c = quote_ident(column)
             if guard:
-                g = quote_ident(guard)
-                updates.append(f"{c} = IF(VALUES({g}) >= {g}, VALUES({c}), {c})")
+                updates.append(f"{c} = IF({newer}, VALUES({c}), {c})")
             else:
                 updates.append(f"{c} = VALUES({c})")
         if guard:
             # Last: the assignments above compare against the old value.
-            g = quote_ident(guard)
-            updates.append(f"{g} = GREATEST({g}, VALUES({g}))")
+            updates.append(f"{g} = IF({g} > @qmonit_trusted_until, VALUES({g}), "
+                           f"GREATEST({g}, VALUES({g})))")
         sql = (f"INSERT INTO {table} ({', '.join(quote_ident(c) for c in columns)}) "
                f"VALUES ({', '.join(['%s'] * len(columns))}) ON DUPLICATE KEY UPDATE "
                + ", ".join(updates))
+        limit = _naive(trusted_until) if trusted_until else FAR_FUTURE
 
         def work(cur):
+            cur.execute("SET @qmonit_trusted_until = %s", (limit,))
+            if guard and trusted_until:
+                cur.execute(f"SELECT COUNT(*), MAX({quote_ident(guard)}) FROM {table} "
+                            f"WHERE {quote_ident(guard)} > %s", (limit,))
+                ahead, latest = cur.fetchone()
+                if ahead:
+                    log.warning("%s: %d rows of %s have %s up to %s, after the clock; not "
+                                "trusted (a run with the clock ahead?)", self.name, ahead,
+                                schema.MYSQL_JOBS_TABLE, guard, latest)
             cur.executemany(sql, rows)
             return len(rows)
 
         return self.transaction(work)
 
-    def delete_stale(self, now, max_age):
-        """Remove rows whose combination PanDA has not reported for longer than max_age."""
+    def delete_stale(self, now, max_age, trusted_until=None):
+        """Remove rows whose combination PanDA has not reported for longer than max_age, and
+        (with trusted_until) rows dated after it that this run did not renew."""
         cutoff = (now - max_age).replace(tzinfo=None)
         table = quote_ident(schema.MYSQL_JOBS_TABLE)
+        limit = _naive(trusted_until) if trusted_until else FAR_FUTURE
 
         def work(cur):
-            cur.execute(f"DELETE FROM {table} WHERE last_seen < %s", (cutoff,))
+            cur.execute(f"DELETE FROM {table} WHERE last_seen < %s OR last_seen > %s",
+                        (cutoff, limit))
             return cur.rowcount
 
         return self.transaction(work)
@@ -175,6 +206,13 @@ class MySQLStore:
             cur.execute(sql, params)
             return cur.fetchall()
         return self.transaction(work)
+
+
+FAR_FUTURE = dt.datetime(9999, 12, 31)
+
+
+def _naive(moment):
+    return moment.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 # Rows a single executemany sends.

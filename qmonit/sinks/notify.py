@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from ..core import http
 from ..core.errors import ConfigError, QMonitError, SinkError
-from ..core.files import State
+from ..core.files import State, ahead_of_clock
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,13 @@ class EmailChannel:
     name = "email"
 
     def __init__(self, host, port, sender, recipients, starttls=False, username="",
-                 password="", timeout=20, name="email"):
+                 password="", timeout=20, smtps=False, allow_plain=False, name="email"):
         self.name = name    # where the channel's delivered state is kept
         self.host, self.port = host, port
         self.sender, self.recipients = sender, list(recipients)
         self.starttls = starttls
+        # The password goes over TLS only (STARTTLS or SMTPS) unless plain text is allowed.
+        self.smtps, self.allow_plain = smtps, allow_plain
         self.username, self.password = username, password
         self.timeout = timeout
 
@@ -50,9 +52,17 @@ class EmailChannel:
         message["Date"] = formatdate(usegmt=True)
         message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or None)
         message.set_content(text)
+        if self.username and not (self.starttls or self.smtps or self.allow_plain):
+            raise SinkError(self.target, "not sending the SMTP password in plain text (set "
+                            "smtp_starttls or smtp_ssl, or smtp_allow_plain = yes)")
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                if self.starttls:
+            if self.smtps:
+                connection = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                              context=ssl.create_default_context())
+            else:
+                connection = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with connection as smtp:
+                if self.starttls and not self.smtps:
                     smtp.starttls(context=ssl.create_default_context())
                 if self.username:
                     smtp.login(self.username, self.password)
@@ -136,7 +146,14 @@ class Settings:
                 starttls=config.get_bool(SECTION, "smtp_starttls", False),
                 username=config.get(SECTION, "smtp_username", ""),
                 password=config.get(SECTION, "smtp_password", ""),
-                timeout=config.get_float(SECTION, "timeout", 20)))
+                timeout=config.get_float(SECTION, "timeout", 20),
+                smtps=config.get_bool(SECTION, "smtp_ssl", False),
+                allow_plain=config.get_bool(SECTION, "smtp_allow_plain", False)))
+            email = channels[-1]
+            if email.username and not (email.starttls or email.smtps or email.allow_plain):
+                raise ConfigError(config.path, "smtp_username is set: the password needs TLS "
+                                  "(smtp_starttls = yes or smtp_ssl = yes), or "
+                                  "smtp_allow_plain = yes", SECTION, "smtp_starttls")
         url = config.get(SECTION, "webhook_url", "")
         if url:
             parts = urlsplit(url)
@@ -180,6 +197,8 @@ def _routes(config, smtp_host, timeout):
                 starttls=config.get_bool(SECTION, "smtp_starttls", False),
                 username=config.get(SECTION, "smtp_username", ""),
                 password=config.get(SECTION, "smtp_password", ""), timeout=timeout,
+                smtps=config.get_bool(SECTION, "smtp_ssl", False),
+                allow_plain=config.get_bool(SECTION, "smtp_allow_plain", False),
                 name=f"route {key} email")))
         for i, url in enumerate(hooks):
             routes.append((key, WebhookChannel(url, timeout, name=f"route {key} webhook {i}")))
@@ -201,7 +220,7 @@ def label(flag):
 
 def describe(flag):
     ratio = "new" if flag.ratio is None else f"x{flag.ratio:.2f}"
-    held = getattr(flag, "slots", 1)
+    held = getattr(flag, "slots", None) or 1
     return (f"{label(flag)}, {flag.current} jobs vs baseline {flag.baseline:.1f} ({ratio}), "
             f"score {flag.score:.0f}" + (f", {held} slots" if held > 1 else ""))
 
@@ -231,8 +250,9 @@ def digest(new, cleared, slot, max_items, links=None):
 def due(flag, notify_after=1, quiet=()):
     """Whether a flag is to be told about: not suppressed, held notify_after slots, and not
     of a quiet (job_status, direction)."""
-    return (getattr(flag, "suppressed", "no") == "no"
-            and getattr(flag, "slots", 1) >= notify_after
+    # A flag without context (None) is unsuppressed and new.
+    return ((getattr(flag, "suppressed", None) or "no") == "no"
+            and (getattr(flag, "slots", None) or 1) >= notify_after
             and (flag.job_status, flag.direction) not in quiet)
 
 
@@ -264,7 +284,8 @@ def notify(settings, flags, slot, data_dir, dry_run=False, out=None, notify_afte
     for channel, wanted in settings.targets():
         flags = [f for f in everything if wanted(f)]
         before = delivered.get(channel.name) or {}
-        if int(before.get("slot", 0)) > epoch:
+        if int(before.get("slot", 0)) > epoch and not ahead_of_clock(
+                int(before["slot"]), f"{state.path} ({channel.name})"):
             log.debug("%s: slot %s is older than the last delivered; not notifying",
                       channel.name, slot)
             continue

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..core import http, schema, tls
 from ..core.errors import SourceError
 from ..core.files import atomic_write
+from ..core.validate import finite_number, name_problem
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,23 @@ class Cache:
         return dt.datetime.now(dt.UTC).timestamp() - mtime
 
 
-def refresh(session, cache, kind, url, timeout, dry_run=False):
-    """Fetch one CRIC payload and cache it; on failure fall back to the cached copy."""
+def refresh(session, cache, kind, url, timeout, dry_run=False, check=None,
+            max_bytes=http.DEFAULT_MAX_BYTES):
+    """Fetch one CRIC payload and cache it; on failure fall back to the cached copy.
+
+    check(payload), when given, must not raise for the payload to be cached: a payload it
+    refuses never replaces the last good copy."""
     try:
-        payload = http.parse_json(url, http.fetch(session, url, timeout))
+        payload = http.parse_json(url, http.fetch(session, url, timeout, max_bytes=max_bytes))
         if not isinstance(payload, _SHAPES[kind]) or not payload:
             shapes = " or ".join("object" if t is dict else "list" for t in _SHAPES[kind])
             raise SourceError(url, f"expected a non-empty JSON {shapes}")
+        if check is not None:
+            try:
+                check(payload)
+            except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+                raise SourceError(url, f"unusable {kind} data: {type(e).__name__}: {e}") \
+                    from None
     except SourceError as e:
         cached = cache.read(kind)
         if cached is None:
@@ -119,10 +130,33 @@ def _text(value):
 
 def _number(value, default, kind):
     try:
-        number = kind(value)
-    except (TypeError, ValueError):
+        number = kind(finite_number(value))
+    except ValueError:
         return default
     return number if number > 0 else default
+
+
+def entry_problem(name, entry):
+    """Why a pandaqueue entry cannot be used (a name either store would take differently, a
+    number that is not finite), or None. Null numbers are fine: they have defaults."""
+    panda_queue = entry.get("panda_resource") or name
+    why = name_problem(panda_queue)
+    if why:
+        return f"panda_resource {str(panda_queue)[:60]!r}: {why}"
+    for key in ("corecount", "corepower"):
+        if entry.get(key) not in (None, ""):
+            try:
+                finite_number(entry[key])
+            except ValueError as e:
+                return f"{key}: {e}"
+    for key in ("atlas_site", "cloud", "country", "tier", "type", "status", "rc"):
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, (str, int, float))
+                                  or name_problem(_text(value))):
+            return f"{key} {str(value)[:60]!r}: {name_problem(_text(value)) or 'not a name'}"
+    if len(_text(entry.get("resource_type"))) > 64:     # VARCHAR(64) in MySQL
+        return "resource_type longer than 64 characters"
+    return None
 
 
 def records(payload):
@@ -144,15 +178,23 @@ def site_corepowers(sites):
     return out
 
 
-def queue_metadata(pandaqueues, sites=None):
+def queue_metadata(pandaqueues, sites=None, problems=None):
     """{PanDA queue: QueueInfo} keyed by CRIC's panda_resource (not the CRIC key).
 
-    sites: the site dump (for the corepower of queues that have none), or None."""
+    sites: the site dump (for the corepower of queues that have none), or None. An entry that
+    cannot be used is left out (its queue gets 'unknown' tags) with one warning, and listed
+    in problems."""
     site_power = site_corepowers(sites) if sites else {}
     queues = {}
     for name in sorted(pandaqueues):
         entry = pandaqueues[name]
         if not isinstance(entry, dict) or not entry:
+            continue
+        why = entry_problem(name, entry)
+        if why:
+            log.warning("left out CRIC pandaqueue %r: %s", name, why)
+            if problems is not None:
+                problems.append(f"CRIC pandaqueue {name!r}: {why}")
             continue
         panda_queue = entry.get("panda_resource") or name
         if panda_queue in queues:

@@ -3,6 +3,7 @@ import logging
 
 from ..core import http, schema, tls
 from ..core.errors import ConfigError, SourceError
+from ..core.validate import count_problem, name_problem
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,15 @@ def stats_url(base_url, api, time_window):
     return f"{base_url.rstrip('/')}{path}?time_window={int(time_window)}"
 
 
-def fetch_job_stats(session, base_url, api, time_window, timeout):
-    """Ask PanDA for the job counts; SourceError names the URL when anything is wrong."""
+def fetch_job_stats(session, base_url, api, time_window, timeout, problems=None,
+                    max_bytes=http.DEFAULT_MAX_BYTES):
+    """Ask PanDA for the job counts; SourceError names the URL when anything is wrong.
+
+    Bad records are left out, each with one warning, and listed in problems."""
     url = stats_url(base_url, api, time_window)
     try:
-        text = http.fetch(session, url, timeout, headers={"Accept": "application/json"})
+        text = http.fetch(session, url, timeout, headers={"Accept": "application/json"},
+                          max_bytes=max_bytes)
     except SourceError as e:
         if api == "legacy" and "HTTP 403" in e.reason:
             raise SourceError(url, f"{e.reason} -- this PanDA server no longer offers the legacy "
@@ -62,27 +67,65 @@ def fetch_job_stats(session, base_url, api, time_window, timeout):
                             "[panda] token_file")
             raise SourceError(url, f"success is false: {message}")
         payload = payload["data"]
-    return null_keys_to_unknown(url, validate(url, payload))
+    return null_keys_to_unknown(url, validate(url, payload, problems))
 
 
-def validate(url, stats):
-    """Check the four-level shape and that every count is a non-negative integer."""
+# Warnings for bad records beyond this many are summed up in one line.
+MAX_WARNINGS = 20
+
+
+def validate(url, stats, problems=None):
+    """The four-level counts with every bad record left out: names both stores keep the same
+    way (core.validate), non-negative int64 counts. Null keys are kept for
+    null_keys_to_unknown. Only a reply that is not an object of queues raises SourceError."""
     if not isinstance(stats, dict):
         raise SourceError(url, f"expected an object of queues, got {type(stats).__name__}")
+    problems = [] if problems is None else problems
+    first = len(problems)
+    clean = {}
     for queue, labels in stats.items():
-        if not isinstance(labels, dict):
-            raise SourceError(url, f"queue {queue!r}: expected an object of labels")
+        why = _name_problem(queue) or (None if isinstance(labels, dict)
+                                       else "expected an object of labels")
+        if why:
+            problems.append(f"queue {_show(queue)}: {why}")
+            continue
         for label, resources in labels.items():
-            if not isinstance(resources, dict):
-                raise SourceError(url, f"{queue}/{label}: expected an object of resource types")
+            why = _name_problem(label) or (None if isinstance(resources, dict)
+                                           else "expected an object of resource types")
+            if why:
+                problems.append(f"{_show(queue)}/{_show(label)}: {why}")
+                continue
             for resource, statuses in resources.items():
-                if not isinstance(statuses, dict):
-                    raise SourceError(url, f"{queue}/{label}/{resource}: expected an object")
+                where = f"{_show(queue)}/{_show(label)}/{_show(resource)}"
+                why = _name_problem(resource) or (None if isinstance(statuses, dict)
+                                                  else "expected an object")
+                if why:
+                    problems.append(f"{where}: {why}")
+                    continue
                 for status, count in statuses.items():
-                    if type(count) is not int or count < 0:
-                        raise SourceError(url, f"{queue}/{label}/{resource}/{status}: "
-                                          f"bad count {count!r}")
-    return stats
+                    why = _name_problem(status) or count_problem(count)
+                    if why:
+                        problems.append(f"{where}/{_show(status)}: {why}")
+                        continue
+                    counts = clean.setdefault(queue, {}).setdefault(label, {}).setdefault(
+                        resource, {})
+                    counts[status] = counts.get(status, 0) + count
+    new = problems[first:]
+    for problem in new[:MAX_WARNINGS]:
+        log.warning("%s: left out %s", url, problem)
+    if len(new) > MAX_WARNINGS:
+        log.warning("%s: left out %d more bad records", url, len(new) - MAX_WARNINGS)
+    return clean
+
+
+def _name_problem(key):
+    # Null and empty keys are PanDA's "unknown" (null_keys_to_unknown), not bad records.
+    return None if _is_null(key) else name_problem(key)
+
+
+def _show(name):
+    text = name if isinstance(name, str) and name.isprintable() else repr(name)
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def null_keys_to_unknown(url, stats):

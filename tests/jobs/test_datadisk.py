@@ -459,3 +459,16 @@ def test_wrapper_never_overlaps_itself():
     assert result.stderr == ("run_1h.sh: the previous run still holds data/.lock-1h; "
                              "not starting another\n")
     assert wrapper("--help").returncode == 0
+
+
+def test_state_from_a_run_with_the_clock_ahead_is_not_trusted(dd_config, sim, mysql, capsys,
+                                                              tmp_path):
+    """A run far ahead left last_hour in the future: the next real run still updates MySQL."""
+    fetch(dd_config, sim)
+    state = tmp_path / "data" / "state" / "datadisk.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"last_hour": int(T.timestamp()) + 400 * 86400}))
+    assert run(dd_config) == 0
+    assert "not trusted" in capsys.readouterr().err
+    assert mysql.select("SELECT COUNT(*) FROM jobs WHERE datadisk_name IS NOT NULL")[0][0] > 0
+    assert json.loads(state.read_text())["last_hour"] == int(T.timestamp())

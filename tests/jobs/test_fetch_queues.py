@@ -162,7 +162,7 @@ def test_influx_down_spools_then_next_run_writes(tmp_path, influx_server, mariad
     assert run(config_path, "--timestamp", TS) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "InfluxDB" in err and "kept in" in err
-    spooled = list((tmp_path / "data" / "spool").glob("*.lp"))
+    spooled = list((tmp_path / "data" / "spool").glob("*.lp.gz"))
     assert spooled
     # InfluxDB is back: the next slot writes the spooled slot first, then its own.
     config_path.write_text(config_path.read_text().replace(down, influx_server.url))
@@ -171,7 +171,7 @@ def test_influx_down_spools_then_next_run_writes(tmp_path, influx_server, mariad
     assert run(config_path, "--timestamp", stamp(T + dt.timedelta(minutes=10))) == 0
     assert influx_counts(influx, T) == flatten(sim.expected_stats(T, 10))
     assert influx_counts(influx, later) == flatten(sim.expected_stats(later, 10))
-    assert not list((tmp_path / "data" / "spool").glob("*.lp"))
+    assert not list((tmp_path / "data" / "spool").glob("*.lp.gz"))
 
 
 def test_cric_down_uses_the_cache(config_path, sim, influx, capsys):

@@ -129,3 +129,38 @@ def test_refresh_without_cache_fails_naming_the_url(tmp_path, sim):
         cric.refresh(http.session(), cric.Cache(tmp_path), "pandaqueue", url, 5)
     assert url in str(e.value) and "HTTP 500" in str(e.value)
     assert not cric.Cache(tmp_path).path("pandaqueue").exists()
+
+
+GOOD_ENTRY = {"panda_resource": "GOOD", "atlas_site": "SITE", "corecount": 8, "corepower": 10.5}
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"panda_resource": ["A", "B"]}, "panda_resource"),
+    ({"panda_resource": "B", "corepower": "inf"}, "not a finite number"),
+    ({"panda_resource": "B", "corecount": 1e400}, "not a finite number"),
+    ({"panda_resource": "B", "corepower": [1]}, "not a number"),
+    ({"panda_resource": "B", "atlas_site": "S" * 200}, "longer than 191"),
+    ({"panda_resource": "B", "cloud": {"x": 1}}, "cloud"),
+    ({"panda_resource": "B\nC"}, "control character"),
+])
+def test_a_bad_cric_entry_is_left_out_with_one_warning(bad, message, caplog):
+    caplog.set_level(logging.WARNING)
+    problems = []
+    queues = cric.queue_metadata({"good": GOOD_ENTRY, "bad": bad}, problems=problems)
+    assert set(queues) == {"GOOD"} and queues["GOOD"].corepower == 10.5
+    assert len(problems) == 1 and message in problems[0] and "'bad'" in problems[0]
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+
+
+def test_a_payload_the_check_refuses_never_replaces_the_cache(tmp_path, sim, caplog):
+    caplog.set_level(logging.WARNING)
+    session, cache = http.session(), cric.Cache(tmp_path)
+    url = sim.url + "/api/atlas/pandaqueue/query/?json"
+    good = cric.refresh(session, cache, "pandaqueue", url, 5)
+
+    def check(payload):
+        raise TypeError("unhashable type: 'list'")
+
+    assert cric.refresh(session, cache, "pandaqueue", url, 5, check=check) == good
+    assert cache.read("pandaqueue") == good
+    assert "unusable pandaqueue data" in caplog.text and "using the cached copy" in caplog.text

@@ -20,18 +20,36 @@ def test_urls():
         "https://p:25443/server/panda/get_job_statistics_per_site_label_resource?time_window=30"
 
 
-@pytest.mark.parametrize("payload,message", [
-    ([], "expected an object of queues"),
+def test_a_reply_that_is_not_an_object_of_queues_fails():
+    with pytest.raises(SourceError, match="expected an object of queues") as e:
+        panda.validate("http://x", [])
+    assert str(e.value).startswith("http://x: ")
+
+
+GOOD = {"user": {"SCORE": {"running": 3}}}
+
+
+@pytest.mark.parametrize("bad,message", [
     ({"Q": []}, "expected an object of labels"),
     ({"Q": {"user": {"SCORE": {"running": -1}}}}, "bad count -1"),
     ({"Q": {"user": {"SCORE": {"running": 1.5}}}}, "bad count 1.5"),
     ({"Q": {"user": {"SCORE": {"running": True}}}}, "bad count True"),
+    ({"Q": {"user": {"SCORE": {"running": 2**63}}}}, "not 0..2^63-1"),
     ({"Q": {"user": {"SCORE": 3}}}, "expected an object"),
+    ({"Q" * 192: GOOD}, "longer than 191"),
+    ({"Q\nX": GOOD}, "control character"),
+    ({"Q\ud800": GOOD}, "not valid UTF-8"),
+    ({"Q\\": GOOD}, "backslash"),
 ])
-def test_validation_names_the_bad_place(payload, message):
-    with pytest.raises(SourceError, match=message) as e:
-        panda.validate("http://x", payload)
-    assert str(e.value).startswith("http://x: ")
+def test_a_bad_record_is_left_out_with_one_warning(bad, message, caplog):
+    caplog.set_level(logging.WARNING)
+    problems = []
+    got = panda.validate("http://x", {"GOOD": GOOD, **bad}, problems)
+    assert got == {"GOOD": GOOD}
+    assert len(problems) == 1 and message in problems[0]
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and message in warnings[0].getMessage()
+    assert "http://x" in warnings[0].getMessage()
 
 
 @given(configured=st.integers(1, 60), gap_slots=st.integers(-10, 100))
