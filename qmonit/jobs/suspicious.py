@@ -22,7 +22,7 @@ from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import quote
 
-from ..core import http, schema
+from ..core import schema
 from ..core.cli import parse_timestamp
 from ..core.errors import ConfigError, QMonitError, SinkError, SourceError, UsageError
 from ..core.influxql import quote_ident, time_literal
@@ -253,7 +253,9 @@ def in_context(flags, series, rules, config, influx, mysql, slot, now, dry_run):
         log.debug("no cached CRIC pandaqueue dump under %s: no queue status context",
                     data_dir)
     history = context_module.load_history(data_dir, statuses, epoch, save=not dry_run)
-    feed = downtime.load(http.session(), data_dir, config.get("cric", "downtime_url", ""),
+    url = config.get("cric", "downtime_url", "")
+    # CRIC's TLS settings ([cric] ca_path, cert): the feed is CRIC's.
+    feed = downtime.load(cric.session(config) if url else None, data_dir, url,
                          config.get_float("cric", "timeout", 120), dry_run=dry_run)
     # MySQL down: the saved silences; the MySQL update that follows fails and counts.
     active, _ = silences.for_run(mysql, now, data_dir, save=not dry_run)
