@@ -15,6 +15,7 @@ Reading the raw points (tags as columns, no GROUP BY) and summing here gave the 
 keeps the arithmetic in one place, with exact integer sums.
 """
 import datetime as dt
+import itertools
 import logging
 import math
 import operator
@@ -23,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..core import lineprotocol, schema
-from ..core.errors import ConfigError, UsageError
+from ..core.errors import ConfigError, SinkError, UsageError
 from ..core.influxql import quote_ident, time_literal
 from ..sinks.influx import Influx, duration_seconds, retention_durations
-from . import transform
+from . import rollups, transform
 from .runs import Run, print_lines
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,43 @@ class Rollup:
                     acc[slot + 1] += weight
         self.rows += len(rows)
 
+    @classmethod
+    def carried(cls, level, tags, bucket, kept_tags, groups):
+        """A Rollup of one bucket from carried sums ({kept tag values: acc}), or None when
+        they have a tag this rollup lacks."""
+        if not set(kept_tags) <= set(tags):
+            return None
+        rollup = cls(level, tags)
+        at = [kept_tags.index(t) if t in kept_tags else None for t in tags]
+        for values, acc in groups.items():
+            key = tuple(None if i is None else values[i] for i in at)
+            _merge_into(rollup.groups, (key, bucket), acc)
+        return rollup
+
+    def terms(self):
+        """{bucket: {tag values: acc}}: the groups as carried parts."""
+        out = {}
+        for (tags, bucket), acc in self.groups.items():
+            out.setdefault(bucket, {})[tags] = acc
+        return out
+
+    def daily_terms(self):
+        """{hour: {tag values: acc}}: what each hour of this 1h rollup adds to its day, as a
+        read of the written 1h points adds it (one term per series and hour)."""
+        daily = LEVELS["1d"]
+        columns = ["time", JOBS_SUM, SAMPLES, *MEAN_FIELDS, *self.tags]
+        rows = {}
+        for tags, bucket, fields in self._rows():
+            rows.setdefault(bucket, []).append(
+                [bucket, fields[JOBS_SUM], fields[SAMPLES], *(fields.get(f) for f in MEAN_FIELDS),
+                 *tags])
+        out = {}
+        for bucket, values in rows.items():
+            one = Rollup(daily, self.tags)
+            one.add({"columns": columns, "values": values})
+            out[bucket] = {tags: acc for (tags, _), acc in one.groups.items()}
+        return out
+
     def merge(self, other):
         for key, acc in other.groups.items():
             _merge_into(self.groups, key, acc)
@@ -287,6 +325,40 @@ class Rollup:
         return out
 
 
+def slot_terms(points):
+    """{tag values: acc}: what the points of one 10m slot add to their hour's rollup, as a
+    read of them adds it (fetch_queues.py carries these; see rollups.py)."""
+    tags = schema.JOBS.tags
+    columns = ["time", JOBS, *MEAN_FIELDS, *tags]
+    rollup = Rollup(LEVELS["1h"], tags)
+    rollup.add({"columns": columns, "values": [
+        [p.time, p.fields.get(JOBS), *(p.fields.get(f) for f in MEAN_FIELDS),
+         *(p.tags.get(t) or None for t in tags)] for p in points]})
+    return {key: acc for (key, _), acc in rollup.groups.items()}
+
+
+class SlotCarry:
+    """fetch_queues.py's side of the carried hour sums: declare() before the slot's points
+    are written, add() after (written or spooled)."""
+
+    def __init__(self, data_dir, slot, points, lines):
+        self.carried = rollups.Carried(data_dir, "1h")
+        self.slot = int(slot)
+        self.hour = self.slot - self.slot % HOUR
+        self.terms = slot_terms(points)
+        self.info = (sum(acc[0] for acc in self.terms.values()), rollups.digest(lines))
+
+    def declare(self):
+        self.carried.declare(self.hour, {self.slot: self.info})
+
+    def add(self):
+        try:
+            self.carried.add(self.hour, [(self.slot, self.info, self.terms)], schema.JOBS.tags)
+        except SinkError as e:
+            # Only a shortcut: downsample.py reads the points instead.
+            log.warning("could not carry the rollup sums of %s: %s", _iso(self.slot), e)
+
+
 def _merge_into(groups, key, acc):
     mine = groups.get(key)
     if mine is None:
@@ -333,6 +405,7 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
     influx = influx or Influx.from_config(config)
     now_s = int(now.timestamp())
     record = Run(level.script, transform.slot_of(now))
+    books = {name: rollups.Book(config.data_dir(), name) for name in LEVELS}
     written = 0
     try:
         if not dry_run:
@@ -344,8 +417,10 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
             if not buckets:
                 log.warning("no complete %s bucket in the requested range; nothing to do",
                             level.name)
+            books[level.name].sort(buckets)
+            counts = bucket_totals(influx, level, buckets, target=False)[0]
             written += write(influx, level, tags, [(b, "requested") for b in buckets],
-                             dry_run, out)
+                             dry_run, out, counts, books)
         else:
             # One level after the other: the 1d check must see the 1h rollup just written.
             levels = [LEVELS["1h"], level] if level.name == "1d" else [level]
@@ -353,8 +428,11 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
                 if dry_run and each is level and len(levels) > 1:
                     print(f"# {level.name} is computed from {level.source.qualified} as stored: "
                           "a dry run does not apply the changes above", file=out)
-                chosen = check(influx, each, now_s, lookbacks[each.name])
-                written += write(influx, each, tags, chosen, dry_run, out)
+                chosen, counts = check(influx, each, now_s, lookbacks[each.name],
+                                       books[each.name])
+                written += write(influx, each, tags, chosen, dry_run, out, counts, books)
+        if not dry_run:
+            _keep(books, now_s, lookbacks)
     except Exception:
         if not dry_run:
             record.errors = 1
@@ -368,35 +446,101 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
     return 0
 
 
+def _keep(books, now, lookbacks):
+    """Save what was rolled up; drop the carried sums no look-back reaches any more."""
+    for name, book in books.items():
+        step = LEVELS[name].step
+        oldest = lookback_buckets(now, step, lookbacks[name])[0] - step
+        book.save(oldest)
+        book.carried.prune(oldest)
+
+
 def _shown_tag_keys(influx, level):
     shown = influx.query(f"SHOW TAG KEYS FROM {quote_ident(level.source.name)}")[0]
     return [row[0] for series in shown for row in series.get("values", [])]
 
 
-def check(influx, level, now, lookback):
-    """The buckets of the look-back to (re)write, with why: [(bucket, reason)]."""
+def bucket_totals(influx, level, buckets, target=True):
+    """({bucket: source samples}, {bucket: target samples}) from InfluxDB: one number a
+    bucket, one query per contiguous range of buckets, all in one request."""
+    queries = []
+    for bounds in ranges(sorted(buckets), level.step, len(buckets) or 1):
+        source_q, target_q = count_queries(level, *bounds)
+        queries += [source_q, target_q] if target else [source_q]
+    source, stored = {}, {}
+    if not queries:
+        return source, stored
+    answers = influx.query("; ".join(queries))
+    width = 2 if target else 1
+    for i in range(0, len(answers), width):
+        source.update(bucket_counts(answers[i]))
+        if target:
+            stored.update(bucket_counts(answers[i + 1]))
+    return source, stored
+
+
+def check(influx, level, now, lookback, book=None):
+    """The buckets of the look-back to (re)write, with why, and the source sample counts of
+    those: ([(bucket, reason)], {bucket: samples}).
+
+    A bucket whose carried parts are as when it was last rolled up is not counted again;
+    one whose parts were declared again with other values is rewritten."""
     buckets = lookback_buckets(now, level.step, lookback)
+    latest = buckets[-1]
     started = time.monotonic()
-    source_q, target_q = count_queries(level, buckets[0], buckets[-1] + level.step)
+    unchanged, rewritten = book.sort(buckets) if book else (set(), set())
+    unchanged.discard(latest)
+    asked = [b for b in buckets if b not in unchanged]
     # Counting costs a fraction of reading, and spares reading buckets with no source data.
-    source, target = (bucket_counts(answer) for answer in influx.query(f"{source_q}; {target_q}"))
-    chosen = plan(buckets, source, target, buckets[-1])
-    log.debug("%s: checked %d buckets in %.2f s: %s", level.name, len(buckets),
-              time.monotonic() - started,
+    source, target = bucket_totals(influx, level, asked)
+    chosen = plan(asked, source, target, latest)
+    have = {b for b, _ in chosen}
+    chosen = sorted(chosen + [(b, "rewritten with other values") for b in rewritten
+                              if b not in have and source.get(b)])
+    if book:
+        for bucket in asked:
+            if bucket not in have and source.get(bucket) and source[bucket] == target.get(bucket):
+                book.mark(bucket, source[bucket])
+    log.debug("%s: checked %d buckets (%d counted) in %.2f s: %s", level.name, len(buckets),
+              len(asked), time.monotonic() - started,
               ", ".join(f"{_iso(b)} {why}" for b, why in chosen) or "nothing to write")
-    return chosen
+    return chosen, source
 
 
-def compute(influx, level, tags, buckets):
-    """Yield {bucket: lines} per range of buckets, in order, READERS ranges read at once."""
+def compute(influx, level, tags, buckets, counts=None, carried=None):
+    """Yield a Rollup per range of buckets, in order, READERS ranges read at once.
+
+    A bucket whose carried sums hold exactly InfluxDB's count of source samples (counts) is
+    built from them; the others are read."""
+    counts = counts or {}
+
     def read(bounds):
+        if bounds[1] - bounds[0] == level.step and bounds[0] in usable:
+            kept = carried.load(bounds[0])
+            if kept is not None and rollups.total(kept[0]) == counts.get(bounds[0]):
+                rollup = Rollup.carried(level, tags, bounds[0], kept[1], kept[2])
+                if rollup is not None:
+                    return rollup
         rollup = Rollup(level, tags)
         for series in influx.query_chunks(source_query(level, tags, *bounds)):
             rollup.add(series)
-        return rollup.lines()
+        return rollup
 
+    usable = set()
+    if carried is not None:
+        usable = {b for b in buckets
+                  if counts.get(b) and rollups.total(carried.parts(b)) == counts[b]}
+    # Raw buckets next to each other are read together (one query sets up every series).
+    merged = []
+    for bounds in ((b, b + level.step) for b in buckets):
+        if (merged and bounds[0] not in usable and merged[-1][0] not in usable
+                and merged[-1][1] == bounds[0]
+                and merged[-1][1] - merged[-1][0] < level.chunk * level.step):
+            merged[-1] = (merged[-1][0], bounds[1])
+        else:
+            merged.append(bounds)
     with ThreadPoolExecutor(READERS) as pool:
-        yield from _ordered(pool, read, ranges(buckets, level.step, level.chunk), READERS)
+        yield from _ordered(pool, read, merged, READERS)
 
 
 def _ordered(pool, fn, items, ahead):
@@ -410,24 +554,52 @@ def _ordered(pool, fn, items, ahead):
         yield future.result()
 
 
-def write(influx, level, tags, chosen, dry_run=False, out=None):
-    """Compute and write (or print) the chosen buckets; returns the points written."""
+def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, books=None):
+    """Compute and write (or print) the chosen buckets; returns the points written.
+
+    Each hour written is also added to its day's carried sums (declared before it is
+    written), and each bucket is booked as rolled up from counts[bucket] source samples."""
     reasons = dict(chosen)
+    counts = counts or {}
+    books = books or {}
+    book = books.get(level.name)
+    daily = books.get("1d") if level.name == "1h" and not dry_run else None
+    day = None
     written = 0
-    for by_bucket in compute(influx, level, tags, sorted(reasons)):
+    for rollup in compute(influx, level, tags, sorted(reasons), counts,
+                          book.carried if book else None):
         started = time.monotonic()
+        by_bucket = rollup.lines()
         lines = [line for bucket in sorted(by_bucket) for line in by_bucket[bucket]]
         if dry_run:
             for bucket in sorted(by_bucket):
                 print(f"# {level.target.qualified} {_iso(bucket)}: {reasons[bucket]}", file=out)
                 print_lines(level.target, sorted(by_bucket[bucket]), out)
             continue
+        terms = {}
+        if daily is not None and lines:
+            terms = rollup.daily_terms()
+            infos = {hour: (sum(acc[0] for acc in terms[hour].values()),
+                            rollups.digest(by_bucket[hour])) for hour in sorted(terms)}
+            for start, hours in itertools.groupby(infos, key=lambda h: h - h % DAY):
+                daily.carried.declare(start, {h: infos[h] for h in hours})
         if lines:
             influx.write_lines(level.target.rp, lines)
+        for hour in sorted(terms):
+            if day is None or day.bucket != hour - hour % DAY:
+                if day is not None:
+                    day.save()
+                day = daily.carried.open(hour - hour % DAY, tags)
+            day.add(hour, infos[hour], terms[hour])
+        for bucket in by_bucket:
+            if book is not None and bucket in counts:
+                book.mark(bucket, counts[bucket])
         written += len(lines)
         log.debug("%s %s: %d points written in %.2f s", level.target.qualified,
                   ", ".join(f"{_iso(b)} ({reasons[b]})" for b in sorted(by_bucket)),
                   len(lines), time.monotonic() - started)
+    if day is not None:
+        day.save()
     return written
 
 

@@ -9,7 +9,7 @@ from ..core.files import State
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore
 from ..sources import cric, panda
-from . import averages, transform
+from . import averages, downsample, transform
 from .runs import Run, print_lines, print_rows
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,14 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
 
     started = time.monotonic()
     averages.forget_carried(data_dir, slot)
+    carry = downsample.SlotCarry(
+        data_dir, slot.timestamp(),
+        transform.job_points(stats, queues, pledges, slot, window), lines)
+    carry.declare()
     try:
         influx.write_lines(schema.JOBS.rp, lines)
     finally:
+        carry.add()
         # Written or spooled, the counts are kept: the next window starts from this slot.
         if last_slot is None or slot > last_slot:
             state.save({"last_slot": int(slot.timestamp())})
