@@ -501,8 +501,8 @@ def check(influx, level, now, lookback, book=None):
         for bucket in asked:
             if bucket not in have and source.get(bucket) and source[bucket] == target.get(bucket):
                 book.mark(bucket, source[bucket])
-    log.debug("%s: checked %d buckets (%d counted) in %.2f s: %s", level.name, len(buckets),
-              len(asked), time.monotonic() - started,
+    log.debug("%s: checked %d buckets (%d unchanged since rolled up) in %.2f s: %s",
+              level.name, len(buckets), len(buckets) - len(asked), time.monotonic() - started,
               ", ".join(f"{_iso(b)} {why}" for b, why in chosen) or "nothing to write")
     return chosen, source
 
@@ -520,6 +520,7 @@ def compute(influx, level, tags, buckets, counts=None, carried=None):
             if kept is not None and rollups.total(kept[0]) == counts.get(bounds[0]):
                 rollup = Rollup.carried(level, tags, bounds[0], kept[1], kept[2])
                 if rollup is not None:
+                    log.debug("%s %s: from the carried sums", level.name, _iso(bounds[0]))
                     return rollup
         rollup = Rollup(level, tags)
         for series in influx.query_chunks(source_query(level, tags, *bounds)):
