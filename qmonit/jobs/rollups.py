@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 
 
 def digest(lines):
-    """A short digest of a part's line-protocol lines: tells a rerun with other values."""
+    """A short digest of a part's line-protocol lines, in any order: tells a rerun with
+    other values from one with the same."""
     h = hashlib.blake2b(digest_size=12)
-    for line in lines:
+    for line in sorted(lines):
         h.update(line.encode())
         h.update(b"\n")
     return h.hexdigest()
