@@ -212,3 +212,28 @@ def test_carried_runs_equal_raw_runs(influx_server, tmp_path_factory, rows, reru
     pair.assert_equal("1h")
     pair.assert_equal("1d")
     pair.drop()
+
+
+values = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False), st.integers(0, 10 ** 6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SERIES) - 1),
+                          st.one_of(st.none(), st.integers(0, 10 ** 6)), values, values, values),
+                max_size=12))
+def test_slot_terms_are_what_a_read_adds(rows):
+    """fetch_queues.py's fast slot_terms equals Rollup.add of the same points, bit for bit."""
+    points = []
+    for s, jobs, *means in rows:
+        fields = {"jobs": jobs, **dict(zip(schema.JOBS_MEAN_FIELDS, means))}
+        points.append(transform.Point(dict(SERIES[s], tier=""), fields, BASE))
+    tags = schema.JOBS.tags
+    rollup = downsample.Rollup(downsample.LEVELS["1h"], tags)
+    rollup.add({"columns": ["time", "jobs", *schema.JOBS_MEAN_FIELDS, *tags], "values": [
+        [p.time, p.fields["jobs"], *(p.fields[f] for f in schema.JOBS_MEAN_FIELDS),
+         *(p.tags.get(t) or None for t in tags)] for p in points]})
+    want = {key: acc for (key, _), acc in rollup.groups.items()}
+    got = downsample.slot_terms(points)
+    assert got == want
+    assert {k: [type(v) for v in acc] for k, acc in got.items()} == \
+        {k: [type(v) for v in acc] for k, acc in want.items()}
