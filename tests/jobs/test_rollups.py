@@ -237,3 +237,33 @@ def test_slot_terms_are_what_a_read_adds(rows):
     assert got == want
     assert {k: [type(v) for v in acc] for k, acc in got.items()} == \
         {k: [type(v) for v in acc] for k, acc in want.items()}
+
+
+def test_what_fetch_queues_carries_rolls_up_as_the_raw_read(config_path, config, sim, influx,
+                                                             caplog):
+    """The real path: six fetch_queues.py cycles carry their hour; downsample.py builds it from
+    the sums, and the result equals, value for value, the same hour read from the raw points."""
+    import fetch_queues
+    hour = BASE + 5 * HOUR
+    try:
+        for i in range(6):
+            sim.set_time(at(hour + i * 600 + 30))
+            stamp = at(hour + i * 600 + 30).strftime("%Y-%m-%d %H:%M:%S")
+            assert fetch_queues.main(["--config", str(config_path), "--timestamp", stamp]) == 0
+    finally:
+        sim.set_time(None)
+    parts = rollups.Carried(config.data_dir(), "1h").parts(hour)
+    [[[_, count]]] = [s["values"] for s in influx.query(
+        f'SELECT count("jobs") FROM "10m"."jobs" WHERE time >= {hour}s AND time < {hour + HOUR}s'
+    )[0]]
+    assert sorted(parts) == list(range(hour, hour + HOUR, 600))
+    assert rollups.total(parts) == count > 1000
+    caplog.set_level(logging.DEBUG, logger="qmonit.jobs.downsample")
+    run(config, hour + HOUR + 900)
+    assert carried_used(caplog) == [f"1h {downsample._iso(hour)}: from the carried sums"]
+    carried = read_rollup(influx, "1h")
+    rollups.Carried(config.data_dir(), "1h").drop_sums(hour)
+    caplog.clear()
+    run(config, hour + HOUR + 900, start=at(hour), end=at(hour + HOUR))
+    assert carried_used(caplog) == []
+    assert read_rollup(influx, "1h") == carried and len(carried) >= count // 6
