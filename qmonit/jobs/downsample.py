@@ -13,6 +13,12 @@ work for GROUP BY *, once per aggregate call, and 1d needs a subquery for the we
 Reading the raw points (tags as columns, no GROUP BY) and summing here gave the same numbers
 (exactly) 2.4x faster for an hour and 11x faster for a day (bench/bench_downsample.py), and
 keeps the arithmetic in one place, with exact integer sums.
+
+Mostly nothing is read at all: fetch_queues.py carries each hour's sums as it writes the slots,
+and each hour written here is carried into its day's (rollups.py). A bucket is built from its
+carried sums when their sample total equals InfluxDB's count of its source samples, and read
+otherwise; the look-back counts only buckets whose carried parts changed since they were
+rolled up.
 """
 import datetime as dt
 import itertools
