@@ -254,20 +254,24 @@ class Rollup:
         return out
 
     def daily_terms(self):
-        """{hour: {tag values: acc}}: what each hour of this 1h rollup adds to its day, as a
-        read of the written 1h points adds it (one term per series and hour)."""
-        daily = LEVELS["1d"]
-        columns = ["time", JOBS_SUM, SAMPLES, *MEAN_FIELDS, *self.tags]
-        rows = {}
-        for tags, bucket, fields in self._rows():
-            rows.setdefault(bucket, []).append(
-                [bucket, fields[JOBS_SUM], fields[SAMPLES], *(fields.get(f) for f in MEAN_FIELDS),
-                 *tags])
+        """{hour: {tag values: acc}}: what each hour of this 1h rollup adds to its day, as
+        Rollup.add of the written 1h points adds it (one term per series and hour): weight
+        samples, total jobs_sum, each mean times samples (the means as lines() writes them)."""
         out = {}
-        for bucket, values in rows.items():
-            one = Rollup(daily, self.tags)
-            one.add({"columns": columns, "values": values})
-            out[bucket] = {tags: acc for (tags, _), acc in one.groups.items()}
+        means = range(2, 2 + 2 * len(MEAN_FIELDS), 2)
+        for (tags, bucket), acc in self.groups.items():
+            samples, jobs_sum = acc[0], acc[1]
+            if not samples:
+                continue
+            samples = int(samples)
+            jobs_sum = jobs_sum if isinstance(jobs_sum, int) else int(round(jobs_sum))
+            term = [0 + samples, 0 + jobs_sum]
+            for slot in means:
+                if acc[slot + 1]:
+                    term += (0 + (acc[slot] / acc[slot + 1]) * samples, 0 + samples)
+                else:
+                    term += (0, 0)
+            out.setdefault(bucket, {})[tags] = term
         return out
 
     def merge(self, other):
@@ -529,12 +533,17 @@ def check(influx, level, now, lookback, book=None):
     return chosen, source
 
 
-def compute(influx, level, tags, buckets, counts=None, carried=None):
-    """Yield a Rollup per range of buckets, in order, READERS ranges read at once.
+def compute(influx, level, tags, buckets, counts=None, carried=None, prepare=None):
+    """Yield a Rollup per range of buckets (or prepare(Rollup), done in the same thread), in
+    order, READERS ranges read at once.
 
     A bucket whose carried sums hold exactly InfluxDB's count of source samples (counts) is
     built from them; the others are read."""
     counts = counts or {}
+
+    def task(bounds):
+        rollup = read(bounds)
+        return rollup if prepare is None else prepare(rollup)
 
     def read(bounds):
         if bounds[1] - bounds[0] == level.step and bounds[0] in usable:
@@ -563,7 +572,7 @@ def compute(influx, level, tags, buckets, counts=None, carried=None):
         else:
             merged.append(bounds)
     with ThreadPoolExecutor(READERS) as pool:
-        yield from _ordered(pool, read, merged, READERS)
+        yield from _ordered(pool, task, merged, READERS)
 
 
 def _ordered(pool, fn, items, ahead):
@@ -589,21 +598,25 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
     daily = books.get("1d") if level.name == "1h" and not dry_run else None
     day = None
     written = 0
-    for rollup in compute(influx, level, tags, sorted(reasons), counts,
-                          book.carried if book else None):
-        started = time.monotonic()
+
+    def prepare(rollup):
+        # In the reading threads: Python work overlaps the writes, which wait on influxd.
         by_bucket = rollup.lines()
+        terms = rollup.daily_terms() if daily is not None else {}
+        infos = {hour: (sum(acc[0] for acc in terms[hour].values()),
+                        rollups.digest(by_bucket[hour])) for hour in sorted(terms)}
+        return by_bucket, terms, infos
+
+    for by_bucket, terms, infos in compute(influx, level, tags, sorted(reasons), counts,
+                                           book.carried if book else None, prepare):
+        started = time.monotonic()
         lines = [line for bucket in sorted(by_bucket) for line in by_bucket[bucket]]
         if dry_run:
             for bucket in sorted(by_bucket):
                 print(f"# {level.target.qualified} {_iso(bucket)}: {reasons[bucket]}", file=out)
                 print_lines(level.target, sorted(by_bucket[bucket]), out)
             continue
-        terms = {}
         if daily is not None and lines:
-            terms = rollup.daily_terms()
-            infos = {hour: (sum(acc[0] for acc in terms[hour].values()),
-                            rollups.digest(by_bucket[hour])) for hour in sorted(terms)}
             for start, hours in itertools.groupby(infos, key=lambda h: h - h % DAY):
                 daily.carried.declare(start, {h: infos[h] for h in hours})
         if lines:

@@ -148,6 +148,7 @@ class Sums:
         self.parts, self.groups = ({}, {}) if kept is None or kept[1] != self.tags \
             else (kept[0], kept[2])
         self.ok = True
+        self.changed = False
 
     def add(self, part, info, accs):
         """Add one part: info (samples, digest), accs {tag values: acc}, one term a series."""
@@ -167,10 +168,13 @@ class Sums:
                 for i, value in enumerate(acc):
                     mine[i] += value
         self.parts[part] = info
+        self.changed = True
 
     def save(self):
         if not self.ok:
             return False
+        if not self.changed:
+            return True
         data = json.dumps({"tags": list(self.tags),
                            "parts": {str(p): list(v) for p, v in self.parts.items()},
                            "rows": [list(key) + acc for key, acc in self.groups.items()]},

@@ -267,3 +267,28 @@ def test_what_fetch_queues_carries_rolls_up_as_the_raw_read(config_path, config,
     run(config, hour + HOUR + 900, start=at(hour), end=at(hour + HOUR))
     assert carried_used(caplog) == []
     assert read_rollup(influx, "1h") == carried and len(carried) >= count // 6
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SERIES) - 1), st.integers(0, 11),
+                          st.one_of(st.none(), st.integers(0, 10 ** 6)), values, values, values),
+                max_size=20))
+def test_daily_terms_are_what_a_read_of_the_hour_adds(rows):
+    """What a written hour adds to its day's carried sums equals Rollup.add (1d) of the 1h
+    points as lines() writes them, bit for bit."""
+    tags = schema.JOBS.tags
+    hourly = downsample.Rollup(downsample.LEVELS["1h"], tags)
+    hourly.add({"columns": ["time", "jobs", *schema.JOBS_MEAN_FIELDS, *tags], "values": [
+        [BASE + 600 * t, jobs, *means, *(SERIES[s].get(k) for k in tags)]
+        for s, t, jobs, *means in rows]})
+    want = {}
+    for tags_, bucket, fields in hourly._rows():
+        one = downsample.Rollup(downsample.LEVELS["1d"], tags)
+        one.add({"columns": ["time", "jobs_sum", "samples", *schema.JOBS_MEAN_FIELDS, *tags],
+                 "values": [[bucket, fields["jobs_sum"], fields["samples"],
+                             *(fields.get(f) for f in schema.JOBS_MEAN_FIELDS), *tags_]]})
+        want.setdefault(bucket, {}).update({k: acc for (k, _), acc in one.groups.items()})
+    got = hourly.daily_terms()
+    assert got == want
+    assert {(h, k): [type(v) for v in acc] for h in got for k, acc in got[h].items()} == \
+        {(h, k): [type(v) for v in acc] for h in want for k, acc in want[h].items()}
