@@ -16,11 +16,12 @@ install: system-packages venv
 # Debian's own servers; the project starts private instances of them, never the system ones.
 system-packages:
 	@if ! command -v influxd >/dev/null || ! command -v influx >/dev/null || \
-	    ! command -v mariadb-install-db >/dev/null || [ ! -e $(LIBFAKETIME) ]; then \
-	  echo "installing influxdb, mariadb-server and faketime from Debian"; \
+	    ! command -v mariadb-install-db >/dev/null || [ ! -e $(LIBFAKETIME) ] || \
+	    ! command -v openssl >/dev/null; then \
+	  echo "installing influxdb, mariadb-server, faketime and openssl from Debian"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    influxdb influxdb-client mariadb-server faketime >/dev/null; \
+	    influxdb influxdb-client mariadb-server faketime openssl >/dev/null; \
 	fi
 
 venv: $(VENV)/.installed

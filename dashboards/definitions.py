@@ -194,6 +194,58 @@ def jobs_targets(group, cores=False, alias=""):
                  for rp, step, low, high in _bands())
 
 
+HS06_FILTERS = " AND ".join(match(t) for t in (schema.CLOUD, schema.ATLAS_SITE,
+                                                schema.PANDA_QUEUE, schema.PROD_SOURCE,
+                                                schema.RESOURCE))
+_RUNNING = f"{quote_ident(schema.JOB_STATUS)} = 'running'"
+_FEDERATION = quote_ident(schema.FEDERATION)
+_KNOWN_FEDERATION = f"{_FEDERATION} != '{schema.UNKNOWN}'"
+
+
+def hs06_used_query(rp, step, low, high):
+    """HS06 in use per federation: running jobs x resource_factor (cores) x corepower (HS06
+    per core), summed per bucket of the rollup, then averaged to $__interval."""
+    where = (f"$timeFilter AND {_RUNNING} AND {_KNOWN_FEDERATION} AND {HS06_FILTERS} "
+             f"AND {rollup_gate(rp, low, high)}")
+    raw = (f'SELECT "jobs" * "resource_factor" * "corepower" AS "hs06" FROM '
+           f"{_JOBS[rp].qualified} WHERE {where}")
+    level = (f'SELECT sum("hs06") AS "used" FROM ({raw}) WHERE $timeFilter '
+             f"GROUP BY time({step}), {_FEDERATION}")
+    return (f'SELECT mean("used") AS "used" FROM ({level}) WHERE $timeFilter '
+            f"GROUP BY time($__interval), {_FEDERATION} fill(none)")
+
+
+def hs06_pledge_query(rp, step, low, high):
+    """The federation's CPU pledge (HS06, HEPScore23 since 2024), which every jobs point of
+    the federation carries."""
+    where = (f"$timeFilter AND {_RUNNING} AND {_KNOWN_FEDERATION} AND {HS06_FILTERS} "
+             f"AND {rollup_gate(rp, low, high)}")
+    level = (f'SELECT max("federation_HS06_pledge") AS "pledged" FROM {_JOBS[rp].qualified} '
+             f"WHERE {where} GROUP BY time({step}), {_FEDERATION}")
+    return (f'SELECT mean("pledged") AS "pledged" FROM ({level}) WHERE $timeFilter '
+            f"GROUP BY time($__interval), {_FEDERATION} fill(none)")
+
+
+def hs06_targets():
+    return tuple(Target(INFLUXDB, make(rp, step, low, high),
+                        alias=f"$tag_{schema.FEDERATION} {what}", rp=rp)
+                 for rp, step, low, high in _bands()
+                 for make, what in ((hs06_used_query, "used"), (hs06_pledge_query, "pledged")))
+
+
+# The latest slot per queue: CRIC's declared HS06 per core (corepower) beside the measured one
+# (HS06_benchmark, the benchmark Elasticsearch; 10m only). measured / declared below 1: the
+# queue's cores are slower than CRIC says, and its share of the pledge is overstated.
+HS06_PER_CORE = (
+    'SELECT "measured" / "declared" AS "ratio", "declared", "measured" FROM '
+    '(SELECT mean("corepower") AS "declared", mean("HS06_benchmark") AS "measured" FROM '
+    f"{schema.JOBS.qualified} WHERE time > ${{__to}}ms - {FLAG_WINDOW} AND time <= ${{__to}}ms "
+    f"AND {_RUNNING} AND {HS06_FILTERS} "
+    f"GROUP BY {tags((schema.PANDA_QUEUE, schema.ATLAS_SITE, schema.FEDERATION))}) "
+    f"WHERE time > ${{__to}}ms - {FLAG_WINDOW} AND time <= ${{__to}}ms "
+    f"GROUP BY {tags((schema.PANDA_QUEUE, schema.ATLAS_SITE, schema.FEDERATION))}")
+
+
 # --- Jobs Monitoring -----------------------------------------------------------------------
 
 _JOBS_TAG_VALUES = f"SHOW TAG VALUES FROM {schema.JOBS.qualified} WITH KEY = "
@@ -278,6 +330,21 @@ JOBS_DASHBOARD = Dashboard(
                   min_interval="10m"),
             Panel("cores_per_group", "Cores per $group_by", "timeseries",
                   jobs_targets(_GROUP_BY, cores=True), min_interval="10m"),
+        )),
+        Row("HS06: pledged, used, declared and measured", (
+            Panel("hs06_used_vs_pledged", "HS06 used vs pledged per federation", "timeseries",
+                  hs06_targets(), min_interval="10m",
+                  description="Running cores x corepower (CRIC's HS06 per core) summed per "
+                              "federation, against its CPU pledge for the WLCG pledge quarter "
+                              "(HS06; HEPScore23 since 2024, numerically comparable)."),
+            Panel("hs06_per_core", "Declared vs measured HS06 per core", "table",
+                  (Target(INFLUXDB, HS06_PER_CORE, TABLE),), sort_by="ratio",
+                  columns=(schema.PANDA_QUEUE, schema.ATLAS_SITE, schema.FEDERATION,
+                           "declared", "measured", "ratio", "Time"),
+                  description="Per queue with running jobs, latest slot: CRIC's corepower "
+                              "(declared) and the mean fastBmk result of the last 7 days "
+                              "(measured, empty without a benchmark). A ratio well below 1: "
+                              "the cores are slower than declared."),
         )),
         Row("Now (MySQL snapshot)", (
             Panel("snapshot", "Queues now, by running cores", "table",

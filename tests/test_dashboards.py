@@ -401,6 +401,33 @@ def test_cores_are_jobs_times_resource_factor(data):
     assert cores == pytest.approx(want)
 
 
+def test_hs06_used_is_running_cores_times_corepower_per_federation(data):
+    need(data, ["fetch_queues.py"])
+    ctx = defs.Context(data.start, data.end, {"cloud": [data.cloud]})
+    panel = defs.JOBS_DASHBOARD.panel("hs06_used_vs_pledged")
+    [used, pledged] = [t for t in panel.targets if t.rp == schema.RP_10M]
+    got = {}
+    for s in run(data, defs.expand(used.query, defs.JOBS_DASHBOARD, ctx,
+                                   min_interval=panel.min_interval)):
+        got[s["tags"]["federation"]] = dict(s["values"])
+    [raw] = data.influx.query(
+        f'SELECT "jobs", "resource_factor", "corepower" FROM {schema.JOBS.qualified} WHERE '
+        f'"cloud" = {quote_string(data.cloud)} AND "job_status" = \'running\' AND '
+        f'"federation" != \'unknown\' AND time >= {int(data.start.timestamp())}s '
+        'GROUP BY "federation"', epoch="ms")
+    want = {}
+    for s in raw:
+        per_slot = want.setdefault(s["tags"]["federation"], {})
+        for when, jobs, factor, corepower in s["values"]:
+            per_slot[when] = per_slot.get(when, 0) + jobs * factor * corepower
+    assert got and set(got) == set(want)
+    for federation, values in want.items():
+        assert got[federation] == pytest.approx(values)
+    pledges = run(data, defs.expand(pledged.query, defs.JOBS_DASHBOARD, ctx,
+                                    min_interval=panel.min_interval))
+    assert {s["tags"]["federation"] for s in pledges} == set(want)
+
+
 def test_hourly_rollup_shows_the_mean_of_the_10m_totals(data):
     need(data, ["fetch_queues.py", "downsample.py"])
     ctx = defs.Context(data.start, data.end, {"rp": schema.RP_1H})

@@ -7,13 +7,17 @@ import time
 import requests
 
 from .errors import SourceError
+from .tls import TLSFailure
 
 log = logging.getLogger(__name__)
 
 
-def session(user_agent="qmonit"):
+def session(user_agent="qmonit", tls=None):
+    """A requests session; tls (a tls.TLS) sets the CA to trust and the client certificate."""
     s = requests.Session()
     s.headers["User-Agent"] = user_agent
+    if tls is not None:
+        tls.configure(s)
     return s
 
 
@@ -55,6 +59,8 @@ def describe(error):
     """A short reason for a requests exception, without urllib3's nested reprs."""
     if isinstance(error, requests.Timeout):
         return "timed out"
+    if isinstance(error, TLSFailure):
+        return str(error)
     text = " ".join(str(error).split())
     if isinstance(error, requests.ConnectionError):
         for known in ("Connection refused", "Name or service not known", "No route to host",

@@ -63,7 +63,11 @@ class Measurement:
 JOBS = Measurement(
     "jobs", RP_10M,
     tags=SERIES_KEY + QUEUE_METADATA,
-    fields=("jobs", "time_window", "resource_factor", "corepower", "federation_HS06_pledge"))
+    # federation_HS06_pledge: the WLCG pledge quarter's CPU pledge, in HS06 (HEPScore23 since
+    # 2024, numerically comparable); HS06_benchmark: the measured HS06 per core
+    # (qmonit.sources.benchmarks), left out when unknown.
+    fields=("jobs", "time_window", "resource_factor", "corepower", "federation_HS06_pledge",
+            "HS06_benchmark"))
 # Fields whose value is an integer in the 10m data.
 JOBS_INTEGER_FIELDS = ("jobs", "time_window")
 # Fields averaged by the rollups (jobs itself is handled through jobs_sum and samples).

@@ -84,6 +84,10 @@ database = monit_jobs
 token = demo-token
 url = {urls.get('monit_url', '')}
 
+[credentials_elasticsearch]
+; the simulator's benchmark index: HS06_benchmark once datadisk.py has run
+host = {sim_url}
+
 [influxdb]
 url = {influx_url}
 

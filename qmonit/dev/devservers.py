@@ -118,8 +118,10 @@ bind-address = "127.0.0.1:{rpc_port}"
     return server
 
 
-def start_mariadb(directory, port=None, timeout=60):
-    """Initialise (once) and start mariadbd under directory, with user qmonit/qmonit over TCP."""
+def start_mariadb(directory, port=None, timeout=60, extra_args=()):
+    """Initialise (once) and start mariadbd under directory, with user qmonit/qmonit over TCP.
+
+    extra_args: more mariadbd options (the TLS tests pass --ssl-cert and friends)."""
     import mysql.connector
 
     directory = Path(directory)
@@ -148,7 +150,7 @@ def start_mariadb(directory, port=None, timeout=60):
              f"--socket={directory / 'mysqld.sock'}", f"--port={port}",
              "--bind-address=127.0.0.1", f"--pid-file={directory / 'mysqld.pid'}",
              "--skip-name-resolve", "--innodb-buffer-pool-size=256M",
-             "--innodb-flush-log-at-trx-commit=2", "--user=" + _user()],
+             "--innodb-flush-log-at-trx-commit=2", "--user=" + _user(), *extra_args],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     server = MariaServer("mariadb", proc, directory, port, logfile)
 

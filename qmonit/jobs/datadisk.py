@@ -1,18 +1,22 @@
 """The hourly job: are DAODs placed where the analysis jobs run?
 
-1. Refresh the slow CRIC data (site, ddmendpoint, federation) into the cache under data_dir;
-   the 10-minute job reads the federation pledges from there.
+1. Refresh the slow CRIC data (site, ddmendpoint, federation) and the measured HS06 per core
+   of each queue (the benchmark Elasticsearch, when [credentials_elasticsearch] host is set)
+   into the cache under data_dir; the 10-minute job reads the federation pledges, the site
+   corepowers and the benchmarks from there.
 2. DAOD files and bytes per DATADISK for the last complete UTC day, from MONIT's Rucio
    accounting (qmonit.rucio).
 3. Running analysis jobs (label "user") per PanDA queue and resource type, from the latest
-   complete 10-minute slot in "10m"."jobs" (no PanDA call), attributed to the DATADISKs in the
-   queue's CRIC astorages.read_lan, split equally when it lists several.
+   complete 10-minute slot in "10m"."jobs" (no PanDA call), attributed to the DATADISKs the
+   queue's analysis jobs read: CRIC's astorages.read_lan_analysis when the queue has it
+   (PanDA's own brokerage honours it), else astorages.read_lan; split equally when it lists
+   several.
 4. "1h"."datadisks" at the exact hour, and the datadisk columns of the MySQL jobs rows.
 
 Every datadisk with DAOD data or with running analysis jobs gets a point. jobs_share and
 data_share are its part of the attributed jobs and of the DAOD bytes (each sums to 1 over the
 datadisks); imbalance = jobs_share / data_share, left out where data_share is 0. Jobs on queues
-with no DATADISK in read_lan (or unknown to CRIC) are attributed to none and left out.
+with no DATADISK to read from (or unknown to CRIC) are attributed to none and left out.
 """
 import datetime as dt
 import logging
@@ -20,13 +24,13 @@ import time
 from collections import Counter, namedtuple
 from urllib.parse import urlsplit
 
-from ..core import http, schema
+from ..core import schema
 from ..core.errors import ConfigError, SinkError, SourceError
 from ..core.files import State
 from ..core.influxql import quote_ident, quote_string, time_literal
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore, update_jobs
-from ..sources import cric, rucio
+from ..sources import benchmarks, cric, rucio
 from . import transform
 from .fetch import SCRIPT as FETCH_SCRIPT
 from .runs import Run, print_lines, print_rows
@@ -35,7 +39,8 @@ log = logging.getLogger(__name__)
 
 SCRIPT = "datadisk"
 HOUR = dt.timedelta(hours=1)
-CRIC_KINDS = ("site", "ddmendpoint", "federation")
+# Federation first: the 10-minute job reads the pledges from its cache.
+CRIC_KINDS = ("federation", "site", "ddmendpoint")
 CRIC_DEFAULTS = {
     "pandaqueue": "https://atlas-cric.cern.ch/api/atlas/pandaqueue/query/?json",
     "site": "https://atlas-cric.cern.ch/api/atlas/site/query/?json",
@@ -77,6 +82,7 @@ def settings(config):
         "max_slot_age": dt.timedelta(
             minutes=config.get_int("datadisk", "max_slot_age", 60, minimum=10)),
         "cric_timeout": config.get_float("cric", "timeout", 120),
+        "benchmarks": benchmarks.settings(config),
         "cric_urls": {
             "pandaqueue": config.get("cric", "pandaqueue_url", CRIC_DEFAULTS["pandaqueue"]),
             "site": config.get("cric", "site_url", CRIC_DEFAULTS["site"]),
@@ -112,10 +118,10 @@ def endpoint_metadata(ddmendpoints, sites, queues):
     site_tier = {}
     for (site, tier), _n in sorted(tiers.items(), key=lambda item: (-item[1], item[0])):
         site_tier.setdefault(site, tier)
-    site_info = {s.get("name"): s for s in sites or () if isinstance(s, dict)}
+    site_info = {s.get("name"): s for s in cric.records(sites)}
     endpoints = {}
-    for entry in ddmendpoints or ():
-        if not isinstance(entry, dict) or not entry.get("name"):
+    for entry in cric.records(ddmendpoints):
+        if not entry.get("name"):
             continue
         atlas_site = _text(entry.get("site"))
         site = site_info.get(atlas_site) or {}
@@ -136,10 +142,12 @@ def is_datadisk(name, endpoints):
 
 
 def queue_datadisks(queues, endpoints):
-    """{PanDA queue: DATADISKs of its read_lan, in CRIC's order}; queues without one absent."""
+    """{PanDA queue: DATADISKs its analysis jobs read (read_lan_analysis, else read_lan), in
+    CRIC's order}; queues without one absent."""
     out = {}
     for queue, info in queues.items():
-        disks = tuple(dict.fromkeys(e for e in info.read_lan if is_datadisk(e, endpoints)))
+        disks = tuple(dict.fromkeys(e for e in info.analysis_read_lan()
+                                    if is_datadisk(e, endpoints)))
         if disks:
             out[queue] = disks
     return out
@@ -213,7 +221,7 @@ MYSQL_COLUMNS = (schema.PANDA_QUEUE, "datadisk_name", "datadisk_occupied_gb", "d
 def mysql_rows(queues, endpoints, volumes):
     """(panda_queue, datadisk_name, DAOD GB, DAOD files) per queue with a DATADISK; pure.
 
-    A queue shows the first DATADISK of its read_lan (CRIC's order); one without DAOD data
+    A queue shows the first DATADISK its analysis jobs read (CRIC's order); one without DAOD data
     shows 0 GB and 0 files.
     """
     rows = []
@@ -271,18 +279,35 @@ def running_analysis(influx, slot):
 Inputs = namedtuple("Inputs", "queues endpoints volumes day slot running")
 
 
-def fetch(session, cache, influx, opts, now, dry_run):
-    """CRIC (refreshed), the DAOD volumes and the running analysis jobs; any failure raises."""
+def fetch(sessions, cache, influx, opts, now, dry_run):
+    """CRIC (refreshed), the DAOD volumes and the running analysis jobs; any failure raises
+    (the benchmarks are refreshed too, but fall back to their cache or to none).
+
+    sessions: (CRIC session, MONIT session, benchmark Elasticsearch session)."""
+    session, monit_session, benchmark_session = sessions
     started = time.monotonic()
     urls, timeout = opts["cric_urls"], opts["cric_timeout"]
-    payloads = {kind: cric.refresh(session, cache, kind, urls[kind], timeout, dry_run=dry_run)
-                for kind in CRIC_KINDS}
+    # Each kind is refreshed (or falls back to its cache) even when another fails, so one
+    # broken dump does not leave the others stale; the first failure then fails the run.
+    payloads, failure = {}, None
+    for kind in CRIC_KINDS:
+        try:
+            payloads[kind] = cric.refresh(session, cache, kind, urls[kind], timeout,
+                                          dry_run=dry_run)
+        except SourceError as e:
+            failure = failure or e
+    if failure is not None:
+        raise failure
+    if opts["benchmarks"]:
+        means = benchmarks.refresh(benchmark_session, benchmarks.Cache(cache.directory.parent),
+                                   opts["benchmarks"], now, dry_run=dry_run)
+        log.debug("benchmarks: HS06 per core of %d queues", len(means))
     # fetch_queues.py keeps the pandaqueue cache fresh every 10 minutes.
     pandaqueues = cache.read("pandaqueue")
     if pandaqueues is None:
         pandaqueues = cric.refresh(session, cache, "pandaqueue", urls["pandaqueue"], timeout,
                                    dry_run=dry_run)
-    queues = cric.queue_metadata(pandaqueues)
+    queues = cric.queue_metadata(pandaqueues, payloads["site"])
     endpoints = endpoint_metadata(payloads["ddmendpoint"], payloads["site"], queues)
     log.debug("CRIC: %d queues, %d endpoints in %.2f s", len(queues), len(endpoints),
               time.monotonic() - started)
@@ -298,7 +323,7 @@ def fetch(session, cache, influx, opts, now, dry_run):
               time.monotonic() - started)
 
     started = time.monotonic()
-    day, volumes = rucio.latest_volumes(session, opts["monit_url"], opts["token"], now,
+    day, volumes = rucio.latest_volumes(monit_session, opts["monit_url"], opts["token"], now,
                                         opts["timeout"], opts["index"])
     log.debug("MONIT: %d RSEs with DAOD data on %s in %.2f s", len(volumes), f"{day:%Y-%m-%d}",
               time.monotonic() - started)
@@ -331,14 +356,16 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     """One run for the hour that holds `now`. Sources and sinks default to the config's."""
     opts = settings(config)
     data_dir = config.data_dir()
-    session = session or http.session()
+    # One session for all (tests), else CRIC's and MONIT's, each with its TLS settings.
+    sessions = (session, session, session) if session else (
+        cric.session(config), rucio.session(config), benchmarks.session(config))
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     hour = transform.floor_time(now, HOUR)
     influx.check_retained(schema.DATADISKS.rp, hour)
     record = Run(SCRIPT, hour)
     try:
-        inputs = fetch(session, cric.Cache(data_dir), influx, opts, now, dry_run)
+        inputs = fetch(sessions, cric.Cache(data_dir), influx, opts, now, dry_run)
     except Exception:
         if not dry_run:
             record.errors = 1

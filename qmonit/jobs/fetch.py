@@ -3,12 +3,12 @@ import datetime as dt
 import logging
 import time
 
-from ..core import http, schema
+from ..core import schema
 from ..core.errors import ConfigError
 from ..core.files import State
 from ..sinks.influx import Influx
 from ..sinks.mysqlstore import MySQLStore
-from ..sources import cric, panda
+from ..sources import benchmarks, cric, panda
 from . import averages, downsample, transform
 from .runs import Run, print_lines, print_rows
 
@@ -28,6 +28,7 @@ def settings(config):
         "pandaqueue_url": config.get(
             "cric", "pandaqueue_url", "https://atlas-cric.cern.ch/api/atlas/pandaqueue/query/?json"),
         "cric_timeout": config.get_float("cric", "timeout", 120),
+        "benchmarks": bool(config.get("credentials_elasticsearch", "host", "")),
     }
 
 
@@ -43,7 +44,8 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     """One cycle for the slot that holds `now`. Sources and sinks default to the config's."""
     opts = settings(config)
     data_dir = config.data_dir()
-    session = session or http.session()
+    # One session for both (tests), else each with its own TLS settings and credentials.
+    sessions = (session, session) if session else (panda.session(config), cric.session(config))
     influx = influx or Influx.from_config(config)
     mysql = mysql or MySQLStore.from_config(config)
     slot = transform.slot_of(now)
@@ -55,7 +57,8 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     window = panda.time_window(opts["time_window"], last_slot, slot)
 
     try:
-        stats, queues, pledges = fetch(session, cric.Cache(data_dir), opts, window, now, dry_run)
+        stats, queues, pledges, hs06 = fetch(sessions, cric.Cache(data_dir), opts, window,
+                                             now, dry_run)
     except Exception:
         if not dry_run:
             run_record.errors = 1
@@ -63,7 +66,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         raise
 
     started = time.monotonic()
-    lines = transform.job_lines(stats, queues, pledges, slot, window)
+    lines = transform.job_lines(stats, queues, pledges, slot, window, hs06)
     rows = transform.mysql_rows(stats, queues, slot)
     unknown = sum(1 for q in stats if q not in queues)
     log.debug("slot %s: %d queues (%d unknown to CRIC), %d points, %d rows, time_window %d "
@@ -78,7 +81,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     averages.forget_carried(data_dir, slot)
     carry = downsample.SlotCarry(
         data_dir, slot.timestamp(),
-        transform.job_points(stats, queues, pledges, slot, window), lines)
+        transform.job_points(stats, queues, pledges, slot, window, hs06), lines)
     carry.declare()
     try:
         influx.write_lines(schema.JOBS.rp, lines)
@@ -107,17 +110,25 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
     return 0
 
 
-def fetch(session, cache, opts, window, now, dry_run):
-    """PanDA counts, CRIC queue metadata and federation pledges; any failure raises."""
+def fetch(sessions, cache, opts, window, now, dry_run):
+    """PanDA counts, CRIC queue metadata and federation pledges; any failure raises.
+
+    sessions: (PanDA session, CRIC session)."""
+    panda_session, session = sessions
     started = time.monotonic()
-    stats = panda.fetch_job_stats(session, opts["panda_url"], opts["api"], window, opts["timeout"])
+    stats = panda.fetch_job_stats(panda_session, opts["panda_url"], opts["api"], window,
+                                  opts["timeout"])
     log.debug("PanDA: %d queues in %.2f s", len(stats), time.monotonic() - started)
     started = time.monotonic()
     pandaqueues = cric.refresh(session, cache, "pandaqueue", opts["pandaqueue_url"],
                                opts["cric_timeout"], dry_run=dry_run)
-    queues = cric.queue_metadata(pandaqueues)
+    # The hourly job refreshes the site dump: the corepower of queues CRIC gives none.
+    queues = cric.queue_metadata(pandaqueues, cache.read("site"))
     # The hourly job refreshes the federation data; without a copy the pledge is 0.
     pledges = cric.federation_pledges(cache.read("federation"), now)
+    # The hourly job refreshes the benchmarks too; none while [credentials_elasticsearch]
+    # host is empty.
+    hs06 = benchmarks.Cache(cache.directory.parent).read() if opts["benchmarks"] else {}
     log.debug("CRIC: %d queues, %d pledges in %.2f s", len(queues), len(pledges),
               time.monotonic() - started)
-    return stats, queues, pledges
+    return stats, queues, pledges, hs06

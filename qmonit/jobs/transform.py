@@ -7,7 +7,7 @@ from collections import namedtuple
 from functools import lru_cache
 
 from ..core import lineprotocol, schema
-from ..sources.cric import UNKNOWN_QUEUE
+from ..sources.cric import DEFAULT_MULTICORE, UNKNOWN_QUEUE
 
 SLOT = dt.timedelta(minutes=10)
 
@@ -26,16 +26,26 @@ def slot_of(now):
 
 
 def resource_factor(resource, corecount):
-    """Cores a job of this resource type holds: 1 for single-core, the queue's corecount else."""
-    return 1.0 if resource.upper().startswith("SCORE") else float(max(corecount, 1))
+    """Cores a job of this resource type holds: 1 for single-core, the queue's corecount else.
+
+    Without a corecount (CRIC's is null), a multi-core type (MCORE, MCORE_HIMEM, ...) holds
+    ATLAS's standard 8 cores, anything else 1."""
+    kind = str(resource or "").upper()
+    if kind.startswith("SCORE"):
+        return 1.0
+    if not corecount:
+        return float(DEFAULT_MULTICORE) if "MCORE" in kind else 1.0
+    return float(max(corecount, 1))
 
 
-def job_points(stats, queues, pledges, slot, time_window):
+def job_points(stats, queues, pledges, slot, time_window, hs06=None):
     """One jobs point per (queue, label, resource, status) that PanDA reported.
 
     queues maps PanDA queue -> cric.QueueInfo; a queue CRIC does not know gets 'unknown' tags.
     pledges maps federation -> HS06 pledge; a missing one is 0.
+    hs06 maps PanDA queue -> measured HS06 per core; a missing one leaves HS06_benchmark out.
     """
+    hs06 = hs06 or {}
     timestamp = int(slot.timestamp())
     points = []
     for queue, labels in stats.items():
@@ -50,7 +60,8 @@ def job_points(stats, queues, pledges, slot, time_window):
                             schema.RESOURCE: resource, schema.JOB_STATUS: status, **meta}
                     fields = {"jobs": int(count), "time_window": int(time_window),
                               "resource_factor": factor, "corepower": float(info.corepower),
-                              "federation_HS06_pledge": pledge}
+                              "federation_HS06_pledge": pledge,
+                              "HS06_benchmark": hs06.get(queue)}
                     points.append(Point(tags, fields, timestamp))
     return points
 
@@ -74,7 +85,7 @@ def encode(measurement, points):
     return lines
 
 
-def job_lines(stats, queues, pledges, slot, time_window):
+def job_lines(stats, queues, pledges, slot, time_window, hs06=None):
     """encode(JOBS, job_points(...)), built without a dict per point: the hot path at ATLAS scale.
 
     The escaped tags of a (queue, label, resource) are built once for all its statuses."""
@@ -89,6 +100,9 @@ def job_lines(stats, queues, pledges, slot, time_window):
         pledge = fmt(float(pledges.get(info.federation, 0.0)))
         common = f"time_window={int(time_window)}i,corepower={fmt(float(info.corepower))}," \
                  f"federation_HS06_pledge={pledge}"
+        measured = (hs06 or {}).get(queue)
+        if measured is not None:
+            common += f",HS06_benchmark={fmt(float(measured))}"
         queue_part = f"{name},{_escaped(schema.PANDA_QUEUE)}={_escaped(queue)}"
         for label, resources in labels.items():
             label_part = f"{queue_part},{_escaped(schema.PROD_SOURCE)}={_escaped(label)}"

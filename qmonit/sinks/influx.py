@@ -11,7 +11,7 @@ import requests
 from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 
-from ..core import schema
+from ..core import schema, tls
 from ..core.errors import ConfigError, SinkError
 from ..core.files import atomic_write
 from ..core.http import describe
@@ -53,17 +53,23 @@ class Influx:
     """One InfluxDB database. Writes go as line protocol through influxdb-python."""
 
     def __init__(self, url, database, username="", password="", verify_ssl=True, timeout=30,
-                 spool_dir=None, durations=None):
+                 spool_dir=None, durations=None, tls=None):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.url = url.rstrip("/")
         self.database = database
+        https = parts.scheme == "https"
+        # verify_ssl = false is the only way to switch verification off; ca_path (tls) names
+        # the CA to verify against.
+        verify = (tls.verify if tls else True) if verify_ssl else False
         self.client = InfluxDBClient(
-            host=parts.hostname, port=parts.port or (443 if parts.scheme == "https" else 8086),
+            host=parts.hostname, port=parts.port or (443 if https else 8086),
             username=username or None, password=password or None, database=database,
-            ssl=parts.scheme == "https", verify_ssl=verify_ssl, timeout=timeout, retries=2,
-            path=parts.path.strip("/"))
+            ssl=https, verify_ssl=verify, timeout=timeout, retries=2,
+            path=parts.path.strip("/"), cert=tls.client_cert if tls and https else None)
+        if tls is not None and https:
+            self.client._session.mount("https://", tls.adapter())
         self.spool = Spool(spool_dir) if spool_dir else None
         self.durations = durations
         self._ensured = False
@@ -78,7 +84,8 @@ class Influx:
                        config.get_bool("influxdb", "verify_ssl", True),
                        config.get_float("influxdb", "timeout", 30),
                        spool_dir=config.data_dir() / "spool",
-                       durations=retention_durations(config))
+                       durations=retention_durations(config),
+                       tls=tls.settings(config, "influxdb"))
         except ValueError as e:
             raise ConfigError(config.path, str(e), "influxdb", "url") from None
 

@@ -5,11 +5,12 @@ compare byte for byte (utf8mb4_nopad_bin): queues that differ by case, accent or
 space are different rows.
 """
 import logging
+import os
 
 import mysql.connector
 
 from ..core import schema
-from ..core.errors import SinkError
+from ..core.errors import ConfigError, SinkError
 
 log = logging.getLogger(__name__)
 
@@ -19,13 +20,19 @@ def quote_ident(name):
 
 
 class MySQLStore:
-    def __init__(self, host, port, user, password, database, timeout=30, unix_socket=None):
+    def __init__(self, host, port, user, password, database, timeout=30, unix_socket=None,
+                 ssl_ca="", ssl_cert="", ssl_key=""):
         self.host, self.port = host, port
         self.params = dict(host=host, port=port, user=user or None, password=password or "",
                            connection_timeout=int(timeout), charset="utf8mb4",
                            collation="utf8mb4_bin", autocommit=False)
         if unix_socket:
             self.params["unix_socket"] = unix_socket
+        if ssl_ca:
+            # TLS with the server's certificate verified against this CA, host name included.
+            self.params.update(ssl_ca=ssl_ca, ssl_verify_cert=True, ssl_verify_identity=True)
+        if ssl_cert:
+            self.params.update(ssl_cert=ssl_cert, ssl_key=ssl_key or ssl_cert)
         self.database = database
         self.collation = "utf8mb4_bin"
         self._conn = None
@@ -38,14 +45,18 @@ class MySQLStore:
                    config.get("credentials", "password", ""),
                    config.get("credentials", "database", "monit_jobs"),
                    config.get_float("mysql", "timeout", 30),
-                   config.get("mysql", "unix_socket", "") or None)
+                   config.get("mysql", "unix_socket", "") or None,
+                   *_ssl_files(config))
 
     @property
     def name(self):
         return f"MySQL {self.host}:{self.port}/{self.database}"
 
     def fail(self, error):
-        return SinkError(self.name, " ".join(str(error).split())[:300])
+        reason = " ".join(str(error).split())[:300]
+        if any(word in reason.lower() for word in ("ssl", "tls", "certificate")):
+            reason += "; check [mysql] ssl_ca (the server's CA), ssl_cert and ssl_key"
+        return SinkError(self.name, reason)
 
     def connection(self):
         if self._conn is None:
@@ -168,6 +179,20 @@ class MySQLStore:
 
 # Rows a single executemany sends.
 INSERT_BATCH = 2000
+
+
+def _ssl_files(config):
+    """[mysql] ssl_ca, ssl_cert, ssl_key: files that must exist when set (else exit 2)."""
+    files = []
+    for key in ("ssl_ca", "ssl_cert", "ssl_key"):
+        value = config.get("mysql", key, "")
+        if value and not os.access(value, os.R_OK):
+            raise ConfigError(config.path, f"{value}: no such file or not readable", "mysql",
+                              key)
+        files.append(value)
+    if files[2] and not files[1]:
+        raise ConfigError(config.path, "a key without a cert", "mysql", "ssl_key")
+    return files
 
 
 def update_jobs(cur, temp, columns, key, assign, rows, outer=False, where="", params=()):

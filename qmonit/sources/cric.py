@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import http, schema
+from ..core import http, schema, tls
 from ..core.errors import SourceError
 from ..core.files import atomic_write
 
@@ -17,7 +17,17 @@ log = logging.getLogger(__name__)
 
 KINDS = ("pandaqueue", "site", "ddmendpoint", "federation")
 # The shape each kind must have, to reject a truncated or wrong reply before caching it.
-_SHAPES = {"pandaqueue": dict, "site": list, "ddmendpoint": list, "federation": dict}
+# CRIC serves site and ddmendpoint keyed by name; AGIS (before 2020) served lists.
+_SHAPES = {"pandaqueue": (dict,), "site": (dict, list), "ddmendpoint": (dict, list),
+           "federation": (dict,)}
+# A multi-core job on a queue whose corecount CRIC leaves null: ATLAS's standard 8-core slot.
+DEFAULT_MULTICORE = 8
+
+
+def session(config):
+    """A session for [cric]: its CA and client certificate (X509_CERT_DIR, X509_USER_PROXY
+    when empty)."""
+    return http.session(tls=tls.settings(config, "cric", grid=True))
 
 
 class Cache:
@@ -55,7 +65,8 @@ def refresh(session, cache, kind, url, timeout, dry_run=False):
     try:
         payload = http.parse_json(url, http.fetch(session, url, timeout))
         if not isinstance(payload, _SHAPES[kind]) or not payload:
-            raise SourceError(url, f"expected a non-empty JSON {_SHAPES[kind].__name__}")
+            shapes = " or ".join("object" if t is dict else "list" for t in _SHAPES[kind])
+            raise SourceError(url, f"expected a non-empty JSON {shapes}")
     except SourceError as e:
         cached = cache.read(kind)
         if cached is None:
@@ -81,9 +92,14 @@ class QueueInfo:
     federation: str = schema.UNKNOWN
     rc_site: str = schema.UNKNOWN
     resource_type: str = schema.UNKNOWN
-    corecount: int = 1
+    corecount: int | None = None     # None: CRIC has none (see transform.resource_factor)
     corepower: float = 0.0
     read_lan: tuple = field(default=())
+    read_lan_analysis: tuple = field(default=())
+
+    def analysis_read_lan(self):
+        """Where analysis jobs read: read_lan_analysis when CRIC has it, else read_lan."""
+        return self.read_lan_analysis or self.read_lan
 
     def tags(self):
         return {schema.ATLAS_SITE: self.atlas_site, schema.CLOUD: self.cloud,
@@ -109,8 +125,30 @@ def _number(value, default, kind):
     return number if number > 0 else default
 
 
-def queue_metadata(pandaqueues):
-    """{PanDA queue: QueueInfo} keyed by CRIC's panda_resource (not the CRIC key)."""
+def records(payload):
+    """The entries of a site or ddmendpoint dump: CRIC's object keyed by name, or AGIS's
+    list; an entry without a "name" gets its key."""
+    if isinstance(payload, dict):
+        return [{"name": name, **entry} if "name" not in entry else entry
+                for name, entry in payload.items() if isinstance(entry, dict)]
+    return [entry for entry in payload or () if isinstance(entry, dict)]
+
+
+def site_corepowers(sites):
+    """{ATLAS site: its corepower} from the site dump (either shape); unset ones absent."""
+    out = {}
+    for entry in records(sites):
+        power = _number(entry.get("corepower"), None, float)
+        if entry.get("name") and power is not None:
+            out[str(entry["name"])] = power
+    return out
+
+
+def queue_metadata(pandaqueues, sites=None):
+    """{PanDA queue: QueueInfo} keyed by CRIC's panda_resource (not the CRIC key).
+
+    sites: the site dump (for the corepower of queues that have none), or None."""
+    site_power = site_corepowers(sites) if sites else {}
     queues = {}
     for name in sorted(pandaqueues):
         entry = pandaqueues[name]
@@ -121,35 +159,53 @@ def queue_metadata(pandaqueues):
             log.debug("CRIC queues %s and another both map to %s; keeping the first",
                       name, panda_queue)
             continue
-        astorages = entry.get("astorages") or {}
-        read_lan = astorages.get("read_lan") if isinstance(astorages, dict) else None
+        astorages = entry.get("astorages")
+        astorages = astorages if isinstance(astorages, dict) else {}
+        atlas_site = _text(entry.get("atlas_site"))
+        corepower = _number(entry.get("corepower"), None, float)
+        if corepower is None:
+            corepower = site_power.get(atlas_site, 0.0)
         queues[panda_queue] = QueueInfo(
-            atlas_site=_text(entry.get("atlas_site")),
+            atlas_site=atlas_site,
             cloud=_text(entry.get("cloud")),
             country=_text(entry.get("country")),
             tier=_text(entry.get("tier")),
             type=_text(entry.get("type")),
-            site_state=_text(entry.get("site_state")),
+            # The queue's status (online, brokeroff, test, offline), as the original QMonit
+            # wrote it: what operators filter on; CRIC's own site_state hardly ever changes.
+            site_state=_text(entry.get("status")),
             federation=_text(entry.get("rc")),
             rc_site=_text(entry.get("rc_site")),
             resource_type=_text(entry.get("resource_type")),
-            corecount=_number(entry.get("corecount"), 1, int),
-            corepower=_number(entry.get("corepower"), 0.0, float),
-            read_lan=tuple(str(x) for x in read_lan or ()),
+            corecount=_number(entry.get("corecount"), None, int),
+            corepower=corepower,
+            read_lan=_endpoints(astorages.get("read_lan")),
+            read_lan_analysis=_endpoints(astorages.get("read_lan_analysis")),
         )
     return queues
 
 
-def quarter(now):
-    return f"Q{(now.month - 1) // 3 + 1}"
+def _endpoints(value):
+    return tuple(str(x) for x in value or ()) if isinstance(value, (list, tuple)) else ()
+
+
+def pledge_quarter(now):
+    """(pledge year, quarter) that holds now. WLCG pledge years start on 1 April: Q1 is
+    April-June of the year, Q4 is January-March of the next calendar year."""
+    if now.month < 4:
+        return now.year - 1, "Q4"
+    return now.year, f"Q{(now.month - 4) // 3 + 1}"
 
 
 def federation_pledges(federations, now):
-    """{federation name: ATLAS CPU pledge (HS06) of the current quarter}; missing ones absent."""
+    """{federation name: ATLAS CPU pledge of the current pledge quarter}; missing ones absent.
+
+    CPU pledges are in HS06, and in HEPScore23 since 2024 (numerically comparable)."""
     pledges = {}
     if not isinstance(federations, dict):
         return pledges
-    year, q = str(now.year), quarter(now)
+    year, q = pledge_quarter(now)
+    year = str(year)
     for name, federation in federations.items():
         try:
             cpu = federation["pledges"][year][q]["atlas"]["CPU"]

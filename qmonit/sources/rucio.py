@@ -8,6 +8,14 @@ documents with
     data.token in ("ATLASDATADISK", "T2ATLASDATADISK")      (DATADISK endpoints)
     metadata.timestamp in [day, day + 1 d)                  (epoch milliseconds)
 
+and without documents that the DDM dashboards leave out of Rucio accounting too:
+
+    data.tombstone = "UNKNOWN"          replicas whose lifetime state Rucio could not tell
+    data.rse like *none* / *NONE*       accounting rows not attributed to a real RSE
+
+(keyword fields, as data.rse must be for the terms aggregation; the original QMonit's
+run_scrapers.py sent the same time range, DAOD and DATADISK selection, and no exclusions.)
+
 and sums data.files and data.bytes per data.rse. The aggregations are named as Grafana names
 them ("4": terms per RSE; "1": sum of files; "3": sum of bytes), so a reply recorded from a
 Grafana panel parses the same way.
@@ -18,7 +26,7 @@ import logging
 import math
 from collections import namedtuple
 
-from ..core import http
+from ..core import http, tls
 from ..core.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -32,12 +40,21 @@ DATATYPE_GROUP_FIELD = "data.datatype_grouped"
 DAOD = "DAOD"
 TOKEN_FIELD = "data.token"  # noqa: S105 (a field name, not a secret)
 DATADISK_TOKENS = ("ATLASDATADISK", "T2ATLASDATADISK")
+TOMBSTONE_FIELD = "data.tombstone"
+UNKNOWN_TOMBSTONE = "UNKNOWN"
+# RSE names containing "none" are no RSE (wildcards are case-sensitive on keyword fields).
+NO_RSE_PATTERNS = ("*none*", "*NONE*")
 # More buckets than ATLAS has RSEs; a reply that still leaves some out is refused.
 MAX_RSES = 10000
 BY_RSE, FILES, BYTES = "4", "1", "3"
 DAY = dt.timedelta(days=1)
 
 Volume = namedtuple("Volume", "files bytes")
+
+
+def session(config):
+    """A session for [credentials_monit_grafana]: its ca_path, cert and key."""
+    return http.session(tls=tls.settings(config, "credentials_monit_grafana"))
 
 
 def day_start(when):
@@ -58,6 +75,9 @@ def msearch_body(day, index=INDEX):
                                     "format": "epoch_millis"}}},
             {"term": {DATATYPE_GROUP_FIELD: DAOD}},
             {"terms": {TOKEN_FIELD: list(DATADISK_TOKENS)}},
+        ], "must_not": [
+            {"term": {TOMBSTONE_FIELD: UNKNOWN_TOMBSTONE}},
+            *({"wildcard": {RSE_FIELD: pattern}} for pattern in NO_RSE_PATTERNS),
         ]}},
         "aggs": {BY_RSE: {
             "terms": {"field": RSE_FIELD, "size": MAX_RSES, "order": {"_key": "asc"},

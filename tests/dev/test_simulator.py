@@ -217,7 +217,10 @@ def test_cric_endpoints_shapes(sim):
     sites = responses["site_url"].json()
     ddms = responses["ddmendpoint_url"].json()
     feds = responses["federation_url"].json()
-    assert isinstance(queues, dict) and isinstance(sites, list) and isinstance(ddms, list)
+    # Today's CRIC: every dump an object keyed by name
+    assert isinstance(queues, dict) and isinstance(sites, dict) and isinstance(ddms, dict)
+    assert all(name == entry["name"] for dump in (sites, ddms) for name, entry in dump.items())
+    sites, ddms = list(sites.values()), list(ddms.values())
     assert list(queues) == sim.cric_queue_names()
 
     # same field names as the recorded real payload
@@ -226,7 +229,8 @@ def test_cric_endpoints_shapes(sim):
     for name, q in queues.items():
         for field in PANDAQUEUE_FIELDS:
             assert field in q, (name, field)
-            assert type(q[field]) is type(real[field]) or field == "corepower", field
+            assert type(q[field]) is type(real[field]) or field == "corepower" or \
+                (field == "corecount" and q[field] is None), field
         assert q["tier"] in ("T1", "T2D", "T2", "T3")
         assert q["type"] in ("production", "analysis", "unified")
         assert q["status"] in ("online", "offline", "test", "brokeroff")
@@ -262,6 +266,39 @@ def test_cric_endpoints_shapes(sim):
         assert set(fed["rcsites"]) <= rc_sites
     known = sum(q["rc"] in feds for q in queues.values())
     assert 0.5 * len(queues) < known < len(queues)  # Tier3s have no pledge
+
+
+def test_todays_cric_fields(sim):
+    queues = sim.cric_data("pandaqueue")
+    sites = sim.cric_data("site")
+    ddms = sim.cric_data("ddmendpoint")
+    analysis = [q for q in queues.values() if "read_lan_analysis" in q["astorages"]]
+    assert 0 < len(analysis) < len(queues) / 3
+    for q in analysis:
+        assert q["type"] in ("analysis", "unified")
+        [disk] = q["astorages"]["read_lan_analysis"]
+        assert ddms[disk]["type"] == "DATADISK" and disk not in q["astorages"]["read_lan"]
+    null_cores = [q for q in queues.values() if q["corecount"] is None]
+    assert null_cores and all(q["capability"] != "score" for q in null_cores)
+    null_power = [q for q in queues.values() if q["corepower"] is None]
+    assert null_power
+    assert all(sites[q["atlas_site"]]["corepower"] == q["corepower_data"]["corepower"]
+               for q in null_power)
+
+
+def test_agis_lists_and_pledge_years():
+    with Simulator(seed=3, series=300, time=T0, agis_lists=True) as old:
+        assert isinstance(old.cric_data("site"), list)
+        assert isinstance(old.cric_data("ddmendpoint"), list)
+        feds = old.cric_data("federation")
+        for when, (year, quarter) in (("2026-02-10 00:00:00", ("2025", "Q4")),
+                                      ("2026-04-10 00:00:00", ("2026", "Q1")),
+                                      ("2026-12-10 00:00:00", ("2026", "Q3"))):
+            old.set_time(when)
+            feds = old.cric_data("federation")
+            expected = old.expected_pledges(when)
+            assert expected and {name: fed["pledges"][year][quarter]["atlas"]["CPU"]
+                                 for name, fed in feds.items()} == expected
 
 
 def test_panda_resource_differs_from_name_sometimes(sim):
@@ -539,6 +576,9 @@ def rse_sums(response):
 
 DAOD_DATADISK = ({"term": {"data.datatype_grouped": "DAOD"}},
                  {"terms": {"data.token": ["ATLASDATADISK"]}})
+# What the DDM dashboards (and QMonit) leave out: UNKNOWN tombstones, RSEs named like "none".
+COUNTED = DAOD_DATADISK + ({"bool": {"must_not": [
+    {"term": {"data.tombstone": "UNKNOWN"}}, {"wildcard": {"data.rse": "*none*"}}]}},)
 
 
 def test_monit_reply_shape_like_the_recorded_one(sim):
@@ -557,7 +597,10 @@ def test_monit_reply_shape_like_the_recorded_one(sim):
 
 
 def test_monit_daod_datadisk_filter_gives_the_expected_volumes(sim):
-    sums = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
+    sums = rse_sums(msearch(sim, per_rse(COUNTED)).json()["responses"][0])
+    unfiltered = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
+    assert "none" in unfiltered and "none" not in sums
+    assert sum(unfiltered[r] != sums.get(r) for r in unfiltered) > 1  # UNKNOWN tombstones
     expected = sim.expected_daod_volumes(YESTERDAY)
     assert sums == {rse: (float(f), float(b)) for rse, (f, b) in expected.items()}
     # PB scale at the large sites, realistic file sizes
@@ -568,7 +611,7 @@ def test_monit_daod_datadisk_filter_gives_the_expected_volumes(sim):
 
 def test_monit_serves_what_a_query_does_not_filter_out(sim):
     everything = rse_sums(msearch(sim, per_rse()).json()["responses"][0])
-    daod = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
+    daod = rse_sums(msearch(sim, per_rse(COUNTED)).json()["responses"][0])
     datadisk_only = rse_sums(msearch(sim, per_rse(DAOD_DATADISK[1:])).json()["responses"][0])
     daod_any = rse_sums(msearch(sim, per_rse(DAOD_DATADISK[:1])).json()["responses"][0])
     assert any(rse.endswith("_SCRATCHDISK") for rse in everything)
@@ -580,8 +623,8 @@ def test_monit_serves_what_a_query_does_not_filter_out(sim):
 
 
 def test_monit_datadisks_are_cric_datadisks_and_read_lan_ones(sim):
-    sums = rse_sums(msearch(sim, per_rse(DAOD_DATADISK)).json()["responses"][0])
-    cric = {e["name"]: e for e in sim.cric_data("ddmendpoint")}
+    sums = rse_sums(msearch(sim, per_rse(COUNTED)).json()["responses"][0])
+    cric = sim.cric_data("ddmendpoint")
     assert all(cric[rse]["type"] == "DATADISK" and cric[rse]["token"] == "ATLASDATADISK"
                for rse in sums)
     read = {e for q in sim.cric_data("pandaqueue").values() for e in q["astorages"]["read_lan"]
@@ -604,20 +647,20 @@ def test_monit_filters_are_honoured(server, tokens, groups, primary_only):
     for doc in server.rucio_documents(YESTERDAY):
         d = doc["data"]
         if d["token"] in tokens and d["datatype_grouped"] in groups and (
-                not primary_only or d["tombstone"] == "primary"):
+                not primary_only or d["tombstone"] != "secondary"):
             files, nbytes = expected.get(d["rse"], (0, 0))
             expected[d["rse"]] = (files + d["files"], nbytes + d["bytes"])
     assert got == {k: (float(f), float(b)) for k, (f, b) in expected.items()}
 
 
 def test_monit_terms_size_order_and_other_doc_count(sim):
-    item = msearch(sim, per_rse(DAOD_DATADISK, size=3, order={"_key": "desc"})).json()
+    item = msearch(sim, per_rse(COUNTED, size=3, order={"_key": "desc"})).json()
     agg = item["responses"][0]["aggregations"]["4"]
     keys = [b["key"] for b in agg["buckets"]]
     everything = sorted(sim.expected_daod_volumes(YESTERDAY), reverse=True)
     assert keys == everything[:3]
     assert agg["sum_other_doc_count"] > 0
-    by_bytes = msearch(sim, per_rse(DAOD_DATADISK, size=2, order={"3": "desc"})).json()
+    by_bytes = msearch(sim, per_rse(COUNTED, size=2, order={"3": "desc"})).json()
     top = [b["3"]["value"] for b in by_bytes["responses"][0]["aggregations"]["4"]["buckets"]]
     assert top == sorted((b for _, b in sim.expected_daod_volumes(YESTERDAY).values()),
                          reverse=True)[:2]

@@ -214,8 +214,10 @@ def expected_from_the_simulator(sim, slot=T, day=YESTERDAY):
     """Jobs and bytes per datadisk, worked out from the simulator's own data."""
     disks = {}
     for q in sim.cric_data("pandaqueue").values():
+        # analysis jobs read read_lan_analysis where CRIC has it
+        storages = q["astorages"].get("read_lan_analysis") or q["astorages"]["read_lan"]
         disks[q["panda_resource"]] = list(dict.fromkeys(
-            e for e in q["astorages"]["read_lan"] if e.endswith("_DATADISK")))
+            e for e in storages if e.endswith("_DATADISK")))
     jobs, attributed, total = {}, 0, 0
     for queue, labels in sim.expected_stats(slot, 10).items():
         n = sum(s.get("running", 0) for s in labels.get("user", {}).values())
@@ -240,7 +242,7 @@ def test_end_to_end_matches_the_simulator(dd_config, sim, influx, mysql, capsys,
     assert sum(p["running_analysis_jobs"] for p in got.values()) == pytest.approx(attributed)
     assert abs(sum(p["jobs_share"] for p in got.values()) - 1) <= 1e-9
     assert abs(sum(p["data_share"] for p in got.values()) - 1) <= 1e-9
-    ddm = {e["name"]: e for e in sim.cric_data("ddmendpoint")}
+    ddm = sim.cric_data("ddmendpoint")          # keyed by name, as today's CRIC
     for name, p in got.items():
         files, nbytes = volumes.get(name, (0, 0))
         assert (p["daod_files"], p["daod_bytes"]) == (files, nbytes)
@@ -272,6 +274,47 @@ def test_end_to_end_matches_the_simulator(dd_config, sim, influx, mysql, capsys,
     [runs] = influx.query(f'SELECT "points" FROM {schema.RUNS.qualified} WHERE '
                           f'"script" = \'datadisk\' AND "status" = \'ok\' AND {HOUR_AT}')
     assert runs[0]["values"][0][1] == len(got)
+
+
+def test_a_failing_site_dump_still_refreshes_the_federation_cache(dd_config, sim, capsys,
+                                                                  tmp_path):
+    fetch(dd_config, sim)
+    capsys.readouterr()
+    sim.set_fault("/api/atlas/site/query", "500")
+    assert run(dd_config) == 1
+    err = capsys.readouterr().err
+    assert "/api/atlas/site/query/" in err and "HTTP 500" in err and err.count("\n") == 1
+    cache = tmp_path / "data" / "cric"
+    assert (cache / "federation.json").is_file() and (cache / "ddmendpoint.json").is_file()
+    assert not (cache / "site.json").exists()
+
+
+def test_benchmarks_are_refreshed_hourly_and_written_by_fetch_queues(dd_config, sim, influx,
+                                                                     tmp_path):
+    def hs06_at(slot):
+        [series] = influx.query(f'SELECT last("HS06_benchmark"), count("jobs") FROM '
+                                f'{schema.JOBS.qualified} WHERE time = {int(slot.timestamp())}s '
+                                'GROUP BY "panda_queue"')
+        return {s["tags"]["panda_queue"]: s["values"][0][1] for s in series}
+
+    fetch(dd_config, sim)
+    assert set(hs06_at(T).values()) == {None}          # no benchmark cache yet
+    dd_config.write_text(dd_config.read_text()
+                         + f"\n[credentials_elasticsearch]\nhost = {sim.url}\n")
+    assert run(dd_config) == 0
+    expected = sim.expected_benchmarks(T + dt.timedelta(minutes=5))
+    cached = json.loads((tmp_path / "data" / "cric" / "benchmarks.json").read_text())["hs06"]
+    assert cached == pytest.approx(expected)
+    later = T + dt.timedelta(minutes=10)
+    fetch(dd_config, sim, later)
+    got = hs06_at(later)
+    measured = {q: v for q, v in got.items() if v is not None}
+    assert measured and set(got) - set(measured)       # some queues have no benchmark
+    assert measured == pytest.approx({q: expected[q] for q in got if q in expected})
+    # Without a host, the field is left out everywhere (even with a cache on disk).
+    dd_config.write_text(dd_config.read_text().replace(f"host = {sim.url}", "host ="))
+    fetch(dd_config, sim, later + dt.timedelta(minutes=10))
+    assert set(hs06_at(later + dt.timedelta(minutes=10)).values()) == {None}
 
 
 def test_dry_run_writes_nothing(dd_config, sim, influx, mysql, capsys, tmp_path):
@@ -369,8 +412,8 @@ def test_jobs_from_elsewhere_and_data_without_jobs(dd_config, sim, influx):
     queues = cric.queue_metadata(sim.cric_data("pandaqueue"))
     volumes = sim.expected_daod_volumes(YESTERDAY)
     [queue] = [q for q, info in sorted(queues.items())
-               if len([e for e in info.read_lan if e.endswith("_DATADISK")]) == 2][:1]
-    disks = [e for e in queues[queue].read_lan if e.endswith("_DATADISK")]
+               if len([e for e in info.analysis_read_lan() if e.endswith("_DATADISK")]) == 2][:1]
+    disks = [e for e in queues[queue].analysis_read_lan() if e.endswith("_DATADISK")]
     influx.ensure_database()
     slot = T - dt.timedelta(minutes=10)
     tags = {schema.PANDA_QUEUE: queue, schema.PROD_SOURCE: schema.ANALYSIS_LABEL,

@@ -320,3 +320,45 @@ def test_a_slot_past_the_10m_policy_is_refused_before_anything_is_written(config
     assert not list((config_path.parent / "data").rglob("*.lp"))
     assert not (config_path.parent / "data" / "state").exists() or \
         not list((config_path.parent / "data" / "state").iterdir())
+
+
+def test_cric_status_pledges_null_corecounts_and_corepowers(config_path, sim, influx, mysql,
+                                                            tmp_path):
+    """site_state is the queue's CRIC status; the pledge is that of the WLCG pledge quarter;
+    a null corecount counts 8 cores for multi-core jobs, a null corepower is the site's."""
+    from qmonit.core import http
+    from qmonit.dev.simulator import config_urls
+    from qmonit.sources import cric
+    urls = config_urls(sim.url)
+    sim.set_time(T)
+    cache = cric.Cache(tmp_path / "data")
+    for kind in ("federation", "site"):        # what the hourly job leaves in the cache
+        cric.refresh(http.session(), cache, kind, urls[f"{kind}_url"], 5)
+    assert run(config_path, "--timestamp", TS) == 0
+    [series] = influx.query(
+        f'SELECT last("jobs"), "federation_HS06_pledge", "resource_factor", "corepower" FROM '
+        f'{schema.JOBS.qualified} GROUP BY "panda_queue", "resource", "site_state", "federation"')
+    pandaqueues = sim.cric_data("pandaqueue")
+    by_resource = {q["panda_resource"]: q for q in pandaqueues.values()}
+    sites = sim.cric_data("site")
+    pledges = sim.expected_pledges(T)
+    checked = {"null corecount": 0, "null corepower": 0, "pledge": 0}
+    for s in series:
+        tags, (_, _, pledge, factor, corepower) = s["tags"], s["values"][0]
+        q = by_resource.get(tags["panda_queue"])
+        if q is None:
+            assert tags["site_state"] == schema.UNKNOWN
+            continue
+        assert tags["site_state"] == q["status"] in ("online", "brokeroff", "test")
+        assert pledge == pledges.get(tags["federation"], 0)
+        checked["pledge"] += tags["federation"] in pledges
+        if q["corecount"] is None and tags["resource"].startswith("MCORE"):
+            assert factor == 8.0
+            checked["null corecount"] += 1
+        if q["corepower"] is None:
+            assert corepower == sites[q["atlas_site"]]["corepower"]
+            checked["null corepower"] += 1
+    assert all(checked.values()), checked
+    states = mysql.select("SELECT DISTINCT site_state FROM jobs")
+    assert {s for (s,) in states} <= {"online", "brokeroff", "test", schema.UNKNOWN}
+    assert len(states) >= 3

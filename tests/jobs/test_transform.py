@@ -32,6 +32,7 @@ def test_one_point_per_count_and_nothing_lost(stats, now, window):
     assert got == expected and len(points) == len(expected)
     for p in points:
         assert set(p.tags) == set(schema.JOBS.tags) and set(p.fields) == set(schema.JOBS.fields)
+        assert p.fields["HS06_benchmark"] is None         # no benchmarks given
         assert p.time == int(slot.timestamp()) and p.time % 600 == 0
         assert p.fields["time_window"] == window
         info = known.get(p.tags[schema.PANDA_QUEUE])
@@ -41,8 +42,8 @@ def test_one_point_per_count_and_nothing_lost(stats, now, window):
         else:
             assert p.tags[schema.ATLAS_SITE] == "S"
             assert p.fields["federation_HS06_pledge"] == 1234.0
-        factor = 1.0 if p.tags[schema.RESOURCE].startswith("SCORE") else \
-            (8.0 if info else 1.0)
+        # Known queues have corecount 8; unknown ones none, so MCORE* counts 8 there too.
+        factor = 1.0 if p.tags[schema.RESOURCE].startswith("SCORE") else 8.0
         assert p.fields["resource_factor"] == factor
 
 
@@ -80,9 +81,13 @@ def test_fast_lines_equal_the_generic_encoding(stats, now, window):
     known = {q: QueueInfo(atlas_site="S t", cloud="C,", corecount=4, corepower=9.5,
                           federation="F=") for q in sorted(stats)[:2]}
     pledges = {"F=": 17.25}
-    fast = transform.job_lines(stats, known, pledges, slot, window)
+    hs06 = {q: 11.5 + i for i, q in enumerate(sorted(stats)[1:3])}
+    fast = transform.job_lines(stats, known, pledges, slot, window, hs06)
     generic = transform.encode(schema.JOBS, transform.job_points(stats, known, pledges, slot,
-                                                                 window))
+                                                                 window, hs06))
+    with_benchmark = [line for line in fast if ",HS06_benchmark=" in line]
+    assert len(with_benchmark) == sum(len(s) for q in hs06 for rs in stats[q].values()
+                                      for s in rs.values())
 
     def canonical(line):
         # Same tags and fields, in any order.
@@ -95,3 +100,13 @@ def test_fast_lines_equal_the_generic_encoding(stats, now, window):
 def transform_split(line):
     head, fields, ts = split_unescaped(line, " ")
     return split_unescaped(head, ","), split_unescaped(fields, ","), ts
+
+
+def test_resource_factor_without_a_corecount():
+    assert transform.resource_factor("MCORE", None) == 8.0
+    assert transform.resource_factor("MCORE_HIMEM", None) == 8.0
+    assert transform.resource_factor("SCORE_HIMEM", None) == 1.0
+    assert transform.resource_factor("unknown", None) == 1.0
+    assert transform.resource_factor(None, None) == 1.0
+    assert transform.resource_factor("MCORE", 12) == 12.0
+    assert transform.resource_factor("SCORE", 12) == 1.0

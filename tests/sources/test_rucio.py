@@ -48,6 +48,10 @@ def test_body_is_ndjson_header_and_query_for_one_day():
     assert time_range["gte"] == start and time_range["lt"] == start + 86400 * 1000
     assert {"term": {"data.datatype_grouped": "DAOD"}} in filters
     assert {"terms": {"data.token": ["ATLASDATADISK", "T2ATLASDATADISK"]}} in filters
+    # as the DDM dashboards: no UNKNOWN tombstones, no RSE names containing "none"
+    assert query["query"]["bool"]["must_not"] == [
+        {"term": {"data.tombstone": "UNKNOWN"}}, {"wildcard": {"data.rse": "*none*"}},
+        {"wildcard": {"data.rse": "*NONE*"}}]
     assert query["size"] == 0
     terms = query["aggs"]["4"]
     assert terms["terms"]["field"] == "data.rse" and terms["terms"]["size"] >= 1000

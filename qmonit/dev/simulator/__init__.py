@@ -21,10 +21,14 @@ PanDA job statistics, QUEUE -> LABEL -> RESOURCE_TYPE -> STATUS -> COUNT
 CRIC (JSON, application/json; query strings such as "?json" are ignored)
   GET /api/atlas/pandaqueue/query/    dict keyed by queue name; "panda_resource" is the
                                       PanDA queue key, which differs from the name for ~5%
-  GET /api/atlas/site/query/          list of ATLAS sites
-  GET /api/atlas/ddmendpoint/query/   list of DDM endpoints
+  GET /api/atlas/site/query/          dict of ATLAS sites keyed by name (a list, as AGIS
+                                      served it, with Simulator(agis_lists=True))
+  GET /api/atlas/ddmendpoint/query/   dict of DDM endpoints keyed by name (idem)
   GET /api/core/federation/query/     dict keyed by federation, CPU/Disk pledges per
-                                      quarter for the simulated year and the one before
+                                      quarter for the pledge years (from 1 April) named by
+                                      the simulated year and the one before
+  Today's CRIC: some analysis queues carry astorages.read_lan_analysis (another DATADISK
+  than read_lan's), some corecount (multi-core, 8) and corepower (the site's) are null.
 
 MONIT Grafana datasource proxy to the Rucio accounting Elasticsearch (see MONIT below)
   POST /api/datasources/proxy/<id>/_msearch   NDJSON body (header line, query line, ...,
@@ -32,6 +36,18 @@ MONIT Grafana datasource proxy to the Rucio accounting Elasticsearch (see MONIT 
                                       (any non-empty token, or Simulator(monit_token=...));
                                       401 without one. Reply {"responses": [...]}, one per
                                       query, shaped like the real one.
+
+The ATLAS benchmark Elasticsearch (see benchmarks.py)
+  POST /benchmarks-*/_search          fastBmk results per PanDA queue, collapsed on
+                                      metadata.PanDAQueue with inner hits; basic auth
+                                      when sim.es_auth = (user, password)
+
+HTTPS: Simulator(tls={"cert": ..., "key": ..., "client_ca": ...}) serves every endpoint over TLS
+with that certificate and, with client_ca, requires a client certificate issued by that CA.
+Simulator(panda_token=T) answers PanDA only with "Authorization: Bearer T" and "Origin: atlas"
+(else 200 {"success": false, "message": "SSL secure connection is required"}, as PanDA did
+before November 2025); Simulator(legacy_removed=True) answers the legacy call with 403, as
+PanDA does since May 2026.
 
 Simulator control (never affected by faults)
   POST /_sim/control  JSON {"time": "YYYY-mm-dd HH:MM:SS" or null, "anomalies": [{"queue",

@@ -23,6 +23,12 @@ def main(argv=None):
                         help="approximate number of series in the PanDA reply")
     parser.add_argument("--time", help='fixed simulated UTC time "YYYY-mm-dd HH:MM:SS"')
     parser.add_argument("--hang-seconds", type=float, default=30.0)
+    parser.add_argument("--tls-cert", metavar="PEM",
+                        help="serve HTTPS with this certificate (and chain; the key too unless "
+                             "--tls-key)")
+    parser.add_argument("--tls-key", metavar="PEM")
+    parser.add_argument("--tls-client-ca", metavar="PEM",
+                        help="with --tls-cert: require client certificates from this CA")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
 
@@ -33,8 +39,12 @@ def main(argv=None):
         when = _utc(args.time) if args.time else None
     except ValueError as exc:
         parser.error(f"--time: {exc}")
+    if (args.tls_key or args.tls_client_ca) and not args.tls_cert:
+        parser.error("--tls-key and --tls-client-ca need --tls-cert")
+    tls = {"cert": args.tls_cert, "key": args.tls_key,
+           "client_ca": args.tls_client_ca} if args.tls_cert else None
     sim = Simulator(seed=args.seed, series=args.series, time=when,
-                    hang_seconds=args.hang_seconds)
+                    hang_seconds=args.hang_seconds, tls=tls)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

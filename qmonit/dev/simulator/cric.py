@@ -12,6 +12,8 @@ def _pandaqueue_record(q, seed):
     host = f"ce{rnd.randint(1, 9):02d}.{site.name.lower().replace('_', '-')}.example.org"
     astorages = {"read_lan": list(q.read_lan), "write_lan": list(q.write_lan),
                  "pr": list(q.read_lan), "pw": list(q.write_lan)}
+    if q.read_lan_analysis:
+        astorages["read_lan_analysis"] = list(q.read_lan_analysis)
     if q.write_lan:
         astorages["pls"] = [q.write_lan[0]]
     astorages0 = {}
@@ -53,8 +55,8 @@ def _pandaqueue_record(q, seed):
         "container_type": "singularity:pilot",
         "copytools": {"rucio": {"setup": ""}, "gfalcopy": {"setup": ""},
                       "xrdcp": {"setup": "$VO_ATLAS_SW_DIR/local/xrootdsetup.sh"}},
-        "corecount": q.corecount,
-        "corepower": q.corepower,
+        "corecount": None if q.null_corecount else q.corecount,
+        "corepower": None if q.null_corepower else q.corepower,
         "corepower_data": {"corepower": q.corepower, "corepower_on": q.corepower != site.corepower,
                            "parent_corepower": 0.0, "parent_corepower_on": False,
                            "parent_rc_site_corepower": site.corepower,

@@ -1,4 +1,5 @@
 """MONIT: the Rucio accounting Elasticsearch behind the Grafana proxy, and its _msearch."""
+import fnmatch
 import math
 import random
 from datetime import UTC, datetime
@@ -11,11 +12,13 @@ from .world import _utc
 # metadata.timestamp at the day's start; they are indexed RUCIO_LAG_HOURS after that, so at
 # 02:00 yesterday's accounting is not there yet. Fields follow MONIT's enriched documents:
 # data.rse, data.token (CRIC's, e.g. ATLASDATADISK), data.rse_type, data.datatype (DAOD_PHYS,
-# AOD, ...), data.datatype_grouped (DAOD, AOD, ...), data.tombstone (primary/secondary),
+# AOD, ...), data.datatype_grouped (DAOD, AOD, ...), data.tombstone (primary/secondary, and
+# UNKNOWN on some DATADISKs; an RSE "none" holds rows not attributed to an RSE),
 # data.files, data.bytes, data.experiment_site, data.cloud, data.tier.
 #
 # _msearch evaluates what a client sends, so filters that are missing show up in the numbers:
-# queries bool (filter/must/must_not/should), term, terms, prefix, range, exists, match_all;
+# queries bool (filter/must/must_not/should), term, terms, prefix, wildcard, range, exists,
+# match_all;
 # aggregations terms (field, size (default 10), order, min_doc_count) and sum/min/max/avg/
 # value_count. Anything else is a per-query error, as Elasticsearch reports it.
 
@@ -173,12 +176,16 @@ def _compile(query):
     if kind == "exists":
         name = (spec or {}).get("field", "") if isinstance(spec, dict) else ""
         return lambda doc: _field(doc, name) is not None
-    if kind not in ("term", "terms", "prefix", "range"):
+    if kind not in ("term", "terms", "prefix", "range", "wildcard"):
         raise _QueryError("parsing_exception", f"unknown query [{kind}] (the simulator supports "
-                          "bool, term, terms, prefix, range, exists and match_all)")
+                          "bool, term, terms, prefix, wildcard, range, exists and match_all)")
     name, value = _single(kind, spec)
-    if kind in ("term", "prefix") and isinstance(value, dict):
+    if kind in ("term", "prefix", "wildcard") and isinstance(value, dict):
         value = value.get("value")
+    if kind == "wildcard":
+        pattern = str(value)      # * and ?, case-sensitive as on a keyword field
+        return lambda doc: isinstance(have := _field(doc, name), str) and \
+            fnmatch.fnmatchcase(have, pattern)
     if kind == "term":
         return lambda doc: (have := _field(doc, name)) is not None and _same(have, value)
     if kind == "terms":

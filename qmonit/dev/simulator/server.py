@@ -19,11 +19,23 @@ log = logging.getLogger(__name__)
 
 # --- HTTP ----------------------------------------------------------------------------------
 
+def _tls_context(tls):
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls["cert"], tls.get("key"))
+    if tls.get("client_ca"):
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(tls["client_ca"])
+    return context
+
+
 def _make_server(sim, host, port):
     # http.server pulls in email/html/ssl; import it only when serving.
     import socket
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlsplit
+
+    context = _tls_context(sim.tls) if sim.tls else None
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
@@ -33,6 +45,19 @@ def _make_server(sim, host, port):
             self.connections = set()
             self.connections_lock = threading.Lock()
             super().__init__(*args)
+
+        def get_request(self):
+            conn, address = super().get_request()
+            if context is not None:
+                # The handshake happens in the handler's thread, at its first read.
+                conn = context.wrap_socket(conn, server_side=True,
+                                           do_handshake_on_connect=False)
+            return conn, address
+
+        def handle_error(self, request, client_address):
+            # A refused handshake (no or an untrusted client certificate) is the client's
+            # business; log it instead of printing a traceback.
+            log.debug("request from %s failed", client_address, exc_info=True)
 
         def close_connections(self):
             # Keep-alive handler threads would otherwise keep answering after stop().
@@ -81,9 +106,18 @@ def _make_server(sim, host, port):
             if path not in (V1_PATH, LEGACY_PATH, PANDAQUEUE_PATH, SITE_PATH, DDM_PATH,
                             FEDERATION_PATH):
                 return self.send(404, f"not found: {parts.path}\n")
+            if path == LEGACY_PATH and sim.legacy_removed:
+                return self.send(403, "method get_job_statistics_per_site_label_resource is "
+                                      "forbidden\n")
             fault = sim._take_fault(path)
             if fault == "500":
                 return self.send(500, "Internal Server Error (simulated)\n")
+            if path in (V1_PATH, LEGACY_PATH) and sim.panda_token is not None and (
+                    self.headers.get("Authorization") != f"Bearer {sim.panda_token}"
+                    or self.headers.get("Origin") != "atlas"):
+                body = {"success": False, "message": "SSL secure connection is required",
+                        "data": {}}
+                return self.send(200, json.dumps(body))
             if fault == "hang":
                 # Hold the request without answering; stop() ends the wait.
                 sim._stopping.wait(sim.hang_seconds)
@@ -120,6 +154,8 @@ def _make_server(sim, host, port):
             raw = self.rfile.read(length) if length else b""
             if path.startswith(MONIT_PROXY_PREFIX):
                 return self.monit(path, raw)
+            if path.startswith("/benchmarks") and path.endswith("/_search"):
+                return self.benchmarks(path, raw)
             if path != "/_sim/control":
                 return self.send(404, f"not found: {self.path}\n")
             try:
@@ -127,6 +163,26 @@ def _make_server(sim, host, port):
             except (ValueError, KeyError, TypeError) as exc:
                 return self.send(400, json.dumps({"error": str(exc)}), "application/json")
             self.send(200, json.dumps(sim.state()), "application/json")
+
+        def benchmarks(self, path, raw):
+            """The ATLAS benchmark Elasticsearch, behind HTTP basic authentication."""
+            if sim.es_auth is not None:
+                import base64
+                expected = base64.b64encode(":".join(sim.es_auth).encode()).decode()
+                if self.headers.get("Authorization") != f"Basic {expected}":
+                    return self.send(401, json.dumps({"error": "unauthorized", "status": 401}),
+                                     "application/json")
+            fault = sim._take_fault(path)
+            if fault == "500":
+                return self.send(500, json.dumps({"error": "simulated", "status": 500}),
+                                 "application/json")
+            try:
+                reply = sim.benchmark_search(json.loads(raw or b"{}"))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                return self.send(400, json.dumps({"error": {"type": "parsing_exception",
+                                                            "reason": str(exc)},
+                                                  "status": 400}), "application/json")
+            self.send(200, json.dumps(reply), "application/json")
 
         def monit(self, path, raw):
             """Grafana's datasource proxy in front of the Rucio accounting Elasticsearch."""

@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+from . import benchmarks
 from .cric import _ddm_record, _pandaqueue_record, _site_record
 from .monit import (
     _FILE_SIZE,
@@ -43,8 +44,22 @@ class Simulator:
     """PanDA + CRIC stand-in. See the module docstring for the endpoints."""
 
     def __init__(self, seed=1, series=25000, time=None, hang_seconds=30.0, odd_names=False,
-                 monit_token=None):
+                 monit_token=None, agis_lists=False, tls=None, panda_token=None,
+                 legacy_removed=False):
         self.seed = seed
+        # HTTPS: {"cert": PEM with the server certificate (and chain), "key": its key file,
+        # "client_ca": CA file whose client certificates are required (None: none asked)}.
+        self.tls = tls
+        # Set: PanDA answers only with "Authorization: Bearer <panda_token>" and "Origin:
+        # atlas", else HTTP 200 {"success": false, "message": "SSL secure connection is
+        # required"} as before November 2025.
+        self.panda_token = panda_token
+        # True: the legacy statistics call answers 403, as since May 2026.
+        self.legacy_removed = legacy_removed
+        # The benchmark Elasticsearch's basic auth (user, password); None: any or none.
+        self.es_auth = None
+        # True: site and ddmendpoint dumps as lists, as AGIS served them before 2020.
+        self.agis_lists = agis_lists
         # None: the MONIT proxy takes any non-empty bearer token; else exactly this one.
         self.monit_token = monit_token
         self.series_target = series
@@ -282,11 +297,48 @@ class Simulator:
         return {q.name: _pandaqueue_record(q, self.seed) for q in self.universe.cric}
 
     def _site_payload(self):
-        return [_site_record(site, self.seed) for site in self.universe.sites]
+        return self._keyed([_site_record(site, self.seed) for site in self.universe.sites])
 
     def _ddm_payload(self):
-        return [_ddm_record(site, endpoint, self.seed)
-                for site in self.universe.sites for endpoint in site.ddmendpoints]
+        return self._keyed([_ddm_record(site, endpoint, self.seed)
+                            for site in self.universe.sites for endpoint in site.ddmendpoints])
+
+    def _keyed(self, records):
+        """CRIC's shape, an object keyed by name (AGIS's list with agis_lists)."""
+        return records if self.agis_lists else {r["name"]: r for r in records}
+
+    # --- benchmark Elasticsearch -----------------------------------------------------------
+
+    def benchmark_documents(self, when=None):
+        """The fastBmk results indexed by `when` (default: now), newest first per queue."""
+        epoch = int(_utc(when).timestamp()) if when is not None else int(self.now().timestamp())
+        return benchmarks.documents(self.universe, self.seed, epoch)
+
+    def benchmark_search(self, body):
+        return benchmarks.search(self.benchmark_documents(), body)
+
+    def expected_benchmarks(self, when, max_age_days=7, results=50):
+        """{PanDA queue: mean fastBmk value of its at most `results` newest results in
+        (when - max_age_days, when]}: what QMonit's age rule should give."""
+        end = _utc(when).timestamp()
+        start = end - max_age_days * 86400
+        values = {}
+        for d in self.benchmark_documents(when):
+            at = datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00")).timestamp()
+            queue = d["metadata"]["PanDAQueue"]
+            if start < at <= end and len(values.setdefault(queue, [])) < results:
+                values[queue].append(d["profiles"]["fastBmk"]["value"])
+        return {q: sum(v) / len(v) for q, v in values.items() if v}
+
+    def expected_pledges(self, when):
+        """{federation: ATLAS CPU pledge} for the WLCG pledge quarter that holds `when`
+        (pledge years start on 1 April), from the federation dump served at `when`."""
+        when = _utc(when)
+        pledge_year = when.year if when.month >= 4 else when.year - 1
+        # The dump holds the pledge years when.year - 1 (as planned) and when.year (grown).
+        return {name: int(round(fed["cpu"] * (1.0 if pledge_year < when.year
+                                              else fed["growth"]), -2))
+                for name, fed in self.universe.federations.items()}
 
     def _federation_payload(self, year):
         out = {}
@@ -339,6 +391,9 @@ class Simulator:
         out = {}
         for doc in self.rucio_documents(day):
             data = doc["data"]
+            # as the DDM dashboards count: no UNKNOWN tombstone, no RSE named like "none"
+            if data["tombstone"] == "UNKNOWN" or "none" in data["rse"].lower():
+                continue
             if data["token"] == "ATLASDATADISK" and data["datatype_grouped"] == "DAOD":
                 files, nbytes = out.get(data["rse"], (0, 0))
                 out[data["rse"]] = (files + data["files"], nbytes + data["bytes"])
@@ -362,7 +417,10 @@ class Simulator:
             for datatype, typical in types:
                 group = _datatype_group(datatype)
                 total = typical * drift * rnd.uniform(0.995, 1.005)
-                for tombstone, share in (("primary", primary), ("secondary", 1 - primary)):
+                # Some DATADISKs also account a little under tombstone UNKNOWN.
+                unknown = 0.03 if kind == "DATADISK" and phase < 1.5 else 0.0
+                for tombstone, share in (("primary", primary), ("secondary", 1 - primary),
+                                         ("UNKNOWN", unknown)):
                     nbytes = int(total * share)
                     if nbytes <= 0:
                         continue
@@ -372,6 +430,14 @@ class Simulator:
                                  "data": {**common, "datatype": datatype,
                                           "datatype_grouped": group, "tombstone": tombstone,
                                           "files": files, "bytes": nbytes}})
+        # Rows Rucio could not attribute to an RSE.
+        rnd = random.Random(f"qmonit-sim/rucio/{self.seed}/none/{day}")
+        docs.append({"metadata": {"timestamp": millis},
+                     "data": {"rse": "none", "token": "ATLASDATADISK", "rse_type": "DISK",
+                              "experiment_site": "none", "cloud": "none", "tier": 2,
+                              "datatype": "DAOD_PHYS", "datatype_grouped": "DAOD",
+                              "tombstone": "primary", "files": rnd.randint(10, 1000),
+                              "bytes": rnd.randint(10**12, 10**13)}})
         return docs
 
     def msearch(self, raw, no_aggregations=False):
@@ -490,7 +556,8 @@ class Simulator:
                                         kwargs={"poll_interval": 0.05},
                                         name="qmonit-simulator", daemon=True)
         self._thread.start()
-        self.url = f"http://{host}:{server.server_address[1]}"
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://{host}:{server.server_address[1]}"
         log.info("simulator (seed %s, %d PanDA queues) at %s", self.seed,
                  len(self.universe.panda), self.url)
         return self.url

@@ -169,6 +169,8 @@ class _Universe:
         self._names = set()        # sites, DDM prefixes, federations
         self._queue_names = set()  # queues have their own namespace
         self._build(rnd)
+        # Today's CRIC on top, from its own random stream so the world above stays the same.
+        self._todays_cric(random.Random(f"qmonit-sim/today/{seed}"))
         if odd_names:
             self._oddify()
         self.panda = [q for q in self.queues if q.in_panda]
@@ -437,6 +439,20 @@ class _Universe:
         if rnd.random() < 0.5:
             read_lan.append(f"{home.ddm_prefix}_SCRATCHDISK")
         return read_lan, write_lan
+
+    def _todays_cric(self, rnd):
+        """What CRIC has grown since the 2019 recordings: read_lan_analysis on some analysis
+        queues (another DATADISK than read_lan's), and null corecount or corepower where
+        QMonit's fallback gives the same value (8 cores for multi-core, the site's power)."""
+        disks = [f"{s.ddm_prefix}_DATADISK" for s in self.sites if s.has_storage]
+        for q in self.queues:
+            q.read_lan_analysis = []
+            q.null_corecount = q.corecount == 8 and q.capability != "score" and rnd.random() < 0.15
+            q.null_corepower = q.corepower == q.site.corepower and rnd.random() < 0.1
+            if q.type in ("analysis", "unified") and q.read_lan and rnd.random() < 0.3:
+                others = [d for d in disks if d not in q.read_lan]
+                if others:
+                    q.read_lan_analysis = [rnd.choice(others)]
 
     def _pledges(self, rnd):
         """CPU pledge (HS06) per federation, near what its queues actually deliver."""
