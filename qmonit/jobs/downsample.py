@@ -443,8 +443,11 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
             if not buckets:
                 log.warning("no complete %s bucket in the requested range; nothing to do",
                             level.name)
-            books[level.name].sort(buckets)
-            counts = bucket_totals(influx, level, buckets, target=False)[0]
+            book = books[level.name]
+            book.sort(buckets)
+            # Counted only where carried sums could stand in for the read.
+            counts = bucket_totals(influx, level, [b for b in buckets if b in book.seen],
+                                   target=False)[0]
             written += write(influx, level, tags, [(b, "requested") for b in buckets],
                              dry_run, out, counts, books)
         else:
