@@ -57,12 +57,10 @@ def fill(influx, sim, start, slots, data_dir):
             slot = start + i * transform.SLOT
             stats = sim.expected_stats(slot)
             lines = transform.job_lines(stats, queues, pledges, slot, 10)
-            carry = downsample.SlotCarry(
-                data_dir, slot.timestamp(),
-                transform.job_points(stats, queues, pledges, slot, 10), lines)
+            carry = downsample.SlotCarry(data_dir, slot.timestamp(), lines)
             carry.declare()
             pending.append(pool.submit(write, lines))
-            carry.add()
+            carry.add(transform.job_points(stats, queues, pledges, slot, 10))
             while len(pending) > 2:
                 points += pending.pop(0).result()
         return points + sum(f.result() for f in pending)

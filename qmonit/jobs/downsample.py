@@ -364,25 +364,29 @@ def slot_terms(points):
 
 
 class SlotCarry:
-    """fetch_queues.py's side of the carried hour sums: declare() before the slot's points
-    are written, add() after (written or spooled)."""
+    """fetch_queues.py's side of the carried hour sums: declare() before the slot's lines are
+    written, add(points) after or while they are (written or spooled)."""
 
-    def __init__(self, data_dir, slot, points, lines):
+    def __init__(self, data_dir, slot, lines):
         self.carried = rollups.Carried(data_dir, "1h")
         self.slot = int(slot)
         self.hour = self.slot - self.slot % HOUR
-        self.terms = slot_terms(points)
-        self.info = (sum(acc[0] for acc in self.terms.values()), rollups.digest(lines))
+        # Every jobs line is one sample (a point without jobs is never written).
+        self.info = (len(lines), rollups.digest(lines))
 
     def declare(self):
         self.carried.declare(self.hour, {self.slot: self.info})
 
-    def add(self):
+    def add(self, points):
+        started = time.monotonic()
         try:
-            self.carried.add(self.hour, [(self.slot, self.info, self.terms)], schema.JOBS.tags)
+            self.carried.add(self.hour, [(self.slot, self.info, slot_terms(points))],
+                             schema.JOBS.tags)
         except SinkError as e:
             # Only a shortcut: downsample.py reads the points instead.
             log.warning("could not carry the rollup sums of %s: %s", _iso(self.slot), e)
+        log.debug("carried the rollup sums of %s in %.2f s", _iso(self.slot),
+                  time.monotonic() - started)
 
 
 def _merge_into(groups, key, acc):

@@ -2,6 +2,7 @@
 import datetime as dt
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from ..core import schema
 from ..core.errors import ConfigError
@@ -79,14 +80,15 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
 
     started = time.monotonic()
     averages.forget_carried(data_dir, slot)
-    carry = downsample.SlotCarry(
-        data_dir, slot.timestamp(),
-        transform.job_points(stats, queues, pledges, slot, window, hs06), lines)
+    carry = downsample.SlotCarry(data_dir, slot.timestamp(), lines)
     carry.declare()
     try:
-        influx.write_lines(schema.JOBS.rp, lines)
+        with ThreadPoolExecutor(1) as pool:
+            writing = pool.submit(influx.write_lines, schema.JOBS.rp, lines)
+            # The hour's carried sums are built while InfluxDB takes the points.
+            carry.add(transform.job_points(stats, queues, pledges, slot, window, hs06))
+            writing.result()
     finally:
-        carry.add()
         # Written or spooled, the counts are kept: the next window starts from this slot.
         if last_slot is None or slot > last_slot:
             state.save({"last_slot": int(slot.timestamp())})

@@ -47,7 +47,7 @@ class Pair:
         """One slot as fetch_queues.py writes it: declare, write, add."""
         points = [transform.Point(SERIES[s], f, slot) for s, f in sorted(fields_by_series.items())]
         lines = transform.encode(schema.JOBS, points)
-        slot_carry = downsample.SlotCarry(self.carried_config.data_dir(), slot, points, lines)
+        slot_carry = downsample.SlotCarry(self.carried_config.data_dir(), slot, lines)
         if carry:
             slot_carry.declare()
         if write:
@@ -56,7 +56,7 @@ class Pair:
             for s, f in fields_by_series.items():
                 self.raw[(s, slot)] = f
         if carry:
-            slot_carry.add()
+            slot_carry.add(points)
 
     def run(self, now, average="1h"):
         """The cron run in the carried database; in the plain one, every complete bucket
