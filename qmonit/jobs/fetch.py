@@ -86,7 +86,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         with ThreadPoolExecutor(1) as pool:
             writing = pool.submit(influx.write_lines, schema.JOBS.rp, lines)
             # The hour's carried sums are built while InfluxDB takes the points.
-            carry.add(transform.job_points(stats, queues, pledges, slot, window, hs06))
+            carry.add(transform.iter_job_points(stats, queues, pledges, slot, window, hs06))
             writing.result()
     finally:
         # Written or spooled, the counts are kept: the next window starts from this slot.
