@@ -24,6 +24,13 @@ def main(argv=None):
     names.sort(key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
     if argv or sys.argv[1:]:
         wanted = set(argv or sys.argv[1:])
+        unknown = wanted - set(names) - {n.removeprefix("bench_") for n in names}
+        if unknown:
+            # An unknown name must not rewrite BENCHMARKS.md with no section at all.
+            print(f"usage: bench.py [NAME ...]; unknown: {', '.join(sorted(unknown))}; "
+                  f"names: {', '.join(n.removeprefix('bench_') for n in names)}",
+                  file=sys.stderr)
+            return 2
         names = [n for n in names if n in wanted or n.removeprefix("bench_") in wanted]
     sections, failed = [], []
     for name in names:
@@ -51,9 +58,10 @@ InfluxDB and MariaDB from Debian (private instances on loopback), the project's 
 PanDA/CRIC/MONIT. Figures are medians of repeated runs; each ratio compares against a reference
 measured in the same run, on the same servers and data.
 """
-    # `make soak` writes its own section; keep it.
-    soak = _section(ROOT / "BENCHMARKS.md", "## Soak")
-    (ROOT / "BENCHMARKS.md").write_text(header + "\n" + "\n\n".join(sections + soak) + "\n")
+    # `make soak` and `make backtest` write their own sections; keep them.
+    kept = [text for heading in ("## Soak", "## Backtest")
+            for text in _section(ROOT / "BENCHMARKS.md", heading)]
+    (ROOT / "BENCHMARKS.md").write_text(header + "\n" + "\n\n".join(sections + kept) + "\n")
     print("\n\n".join(sections))
     return 1 if failed else 0
 

@@ -13,8 +13,15 @@ work for GROUP BY *, once per aggregate call, and 1d needs a subquery for the we
 Reading the raw points (tags as columns, no GROUP BY) and summing here gave the same numbers
 (exactly) 2.4x faster for an hour and 11x faster for a day (bench/bench_downsample.py), and
 keeps the arithmetic in one place, with exact integer sums.
+
+Mostly nothing is read at all: fetch_queues.py carries each hour's sums as it writes the slots,
+and each hour written here is carried into its day's (rollups.py). A bucket is built from its
+carried sums when their sample total equals InfluxDB's count of its source samples, and read
+otherwise; the look-back counts only buckets whose carried parts changed since they were
+rolled up.
 """
 import datetime as dt
+import itertools
 import logging
 import math
 import operator
@@ -23,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..core import lineprotocol, schema
-from ..core.errors import ConfigError, UsageError
+from ..core.errors import ConfigError, SinkError, UsageError
 from ..core.influxql import quote_ident, time_literal
 from ..sinks.influx import Influx, duration_seconds, retention_durations
-from . import transform
+from . import rollups, transform
 from .runs import Run, print_lines
 
 log = logging.getLogger(__name__)
@@ -226,6 +233,47 @@ class Rollup:
                     acc[slot + 1] += weight
         self.rows += len(rows)
 
+    @classmethod
+    def carried(cls, level, tags, bucket, kept_tags, groups):
+        """A Rollup of one bucket from carried sums ({kept tag values: acc}), or None when
+        they have a tag this rollup lacks."""
+        if not set(kept_tags) <= set(tags):
+            return None
+        rollup = cls(level, tags)
+        at = [kept_tags.index(t) if t in kept_tags else None for t in tags]
+        for values, acc in groups.items():
+            key = tuple(None if i is None else values[i] for i in at)
+            _merge_into(rollup.groups, (key, bucket), acc)
+        return rollup
+
+    def terms(self):
+        """{bucket: {tag values: acc}}: the groups as carried parts."""
+        out = {}
+        for (tags, bucket), acc in self.groups.items():
+            out.setdefault(bucket, {})[tags] = acc
+        return out
+
+    def daily_terms(self):
+        """{hour: {tag values: acc}}: what each hour of this 1h rollup adds to its day, as
+        Rollup.add of the written 1h points adds it (one term per series and hour): weight
+        samples, total jobs_sum, each mean times samples (the means as lines() writes them)."""
+        out = {}
+        means = range(2, 2 + 2 * len(MEAN_FIELDS), 2)
+        for (tags, bucket), acc in self.groups.items():
+            samples, jobs_sum = acc[0], acc[1]
+            if not samples:
+                continue
+            samples = int(samples)
+            jobs_sum = jobs_sum if isinstance(jobs_sum, int) else int(round(jobs_sum))
+            term = [0 + samples, 0 + jobs_sum]
+            for slot in means:
+                if acc[slot + 1]:
+                    term += (0 + (acc[slot] / acc[slot + 1]) * samples, 0 + samples)
+                else:
+                    term += (0, 0)
+            out.setdefault(bucket, {})[tags] = term
+        return out
+
     def merge(self, other):
         for key, acc in other.groups.items():
             _merge_into(self.groups, key, acc)
@@ -287,6 +335,60 @@ class Rollup:
         return out
 
 
+def slot_terms(points):
+    """{tag values: acc}: what the points of one 10m slot add to their hour's rollup, as a
+    read of them adds it (fetch_queues.py carries these; see rollups.py). The same as
+    Rollup.add of the points, without its row building (the hot path of every fetch cycle)."""
+    tags = schema.JOBS.tags
+    out = {}
+    for point in points:
+        fields = point.fields
+        jobs = fields.get(JOBS)
+        if jobs is None:
+            continue
+        acc = [1, jobs]
+        for name in MEAN_FIELDS:
+            value = fields.get(name)
+            # 0 + value * 1: what Rollup.add computes for a first row of weight 1.
+            acc += (0, 0) if value is None else (0 + value * 1, 1)
+        key = tuple(map(point.tags.get, tags))
+        if None in key or "" in key:
+            key = tuple(v or None for v in key)
+        mine = out.get(key)
+        if mine is None:
+            out[key] = acc
+        else:   # the same series twice: summed as a read would (InfluxDB keeps one: the
+            for i, value in enumerate(acc):     # count then disagrees, the sums go unused)
+                mine[i] += value
+    return out
+
+
+class SlotCarry:
+    """fetch_queues.py's side of the carried hour sums: declare() before the slot's lines are
+    written, add(points) after or while they are (written or spooled)."""
+
+    def __init__(self, data_dir, slot, lines):
+        self.carried = rollups.Carried(data_dir, "1h")
+        self.slot = int(slot)
+        self.hour = self.slot - self.slot % HOUR
+        # Every jobs line is one sample (a point without jobs is never written).
+        self.info = (len(lines), rollups.digest(lines))
+
+    def declare(self):
+        self.carried.declare(self.hour, {self.slot: self.info})
+
+    def add(self, points):
+        started = time.monotonic()
+        try:
+            self.carried.add(self.hour, [(self.slot, self.info, slot_terms(points))],
+                             schema.JOBS.tags)
+        except SinkError as e:
+            # Only a shortcut: downsample.py reads the points instead.
+            log.warning("could not carry the rollup sums of %s: %s", _iso(self.slot), e)
+        log.debug("carried the rollup sums of %s in %.2f s", _iso(self.slot),
+                  time.monotonic() - started)
+
+
 def _merge_into(groups, key, acc):
     mine = groups.get(key)
     if mine is None:
@@ -333,6 +435,7 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
     influx = influx or Influx.from_config(config)
     now_s = int(now.timestamp())
     record = Run(level.script, transform.slot_of(now))
+    books = {name: rollups.Book(config.data_dir(), name) for name in LEVELS}
     written = 0
     try:
         if not dry_run:
@@ -344,8 +447,13 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
             if not buckets:
                 log.warning("no complete %s bucket in the requested range; nothing to do",
                             level.name)
+            book = books[level.name]
+            book.sort(buckets)
+            # Counted only where carried sums could stand in for the read.
+            counts = bucket_totals(influx, level, [b for b in buckets if b in book.seen],
+                                   target=False)[0]
             written += write(influx, level, tags, [(b, "requested") for b in buckets],
-                             dry_run, out)
+                             dry_run, out, counts, books)
         else:
             # One level after the other: the 1d check must see the 1h rollup just written.
             levels = [LEVELS["1h"], level] if level.name == "1d" else [level]
@@ -353,12 +461,17 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
                 if dry_run and each is level and len(levels) > 1:
                     print(f"# {level.name} is computed from {level.source.qualified} as stored: "
                           "a dry run does not apply the changes above", file=out)
-                chosen = check(influx, each, now_s, lookbacks[each.name])
+                chosen, counts = check(influx, each, now_s, lookbacks[each.name],
+                                       books[each.name])
+                # Late hours beyond the look-back have no count here: they are read raw.
                 late, done = late_buckets(influx, each, now_s, chosen,
                                           duration_seconds(durations[schema.RP_10M]))
-                written += write(influx, each, tags, chosen + late, dry_run, out)
+                written += write(influx, each, tags, sorted(chosen + late), dry_run, out,
+                                 counts, books)
                 if done and not dry_run:
                     influx.spool.forget_late_hours(done)
+        if not dry_run:
+            _keep(books, ["1h", "1d"] if level.name == "1d" else [level.name], now_s, lookbacks)
     except Exception:
         if not dry_run:
             record.errors = 1
@@ -370,6 +483,15 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
         record.record(influx, "ok")
     log.debug("%s: %d points in %.2f s", level.script, written, record.elapsed())
     return 0
+
+
+def _keep(books, names, now, lookbacks):
+    """Save what was rolled up; drop the carried sums no look-back reaches any more."""
+    for name in names:
+        book, step = books[name], LEVELS[name].step
+        oldest = lookback_buckets(now, step, lookbacks[name])[0] - step
+        book.save(oldest)
+        book.carried.prune(oldest)
 
 
 def _shown_tag_keys(influx, level):
@@ -399,30 +521,93 @@ def late_buckets(influx, level, now, chosen, retention):
     return late, done
 
 
-def check(influx, level, now, lookback):
-    """The buckets of the look-back to (re)write, with why: [(bucket, reason)]."""
+def bucket_totals(influx, level, buckets, target=True):
+    """({bucket: source samples}, {bucket: target samples}) from InfluxDB: one number a
+    bucket, one query per contiguous range of buckets, all in one request."""
+    queries = []
+    for bounds in ranges(sorted(buckets), level.step, len(buckets) or 1):
+        source_q, target_q = count_queries(level, *bounds)
+        queries += [source_q, target_q] if target else [source_q]
+    source, stored = {}, {}
+    if not queries:
+        return source, stored
+    answers = influx.query("; ".join(queries))
+    width = 2 if target else 1
+    for i in range(0, len(answers), width):
+        source.update(bucket_counts(answers[i]))
+        if target:
+            stored.update(bucket_counts(answers[i + 1]))
+    return source, stored
+
+
+def check(influx, level, now, lookback, book=None):
+    """The buckets of the look-back to (re)write, with why, and the source sample counts of
+    those: ([(bucket, reason)], {bucket: samples}).
+
+    A bucket whose carried parts are as when it was last rolled up is not counted again;
+    one whose parts were declared again with other values is rewritten."""
     buckets = lookback_buckets(now, level.step, lookback)
+    latest = buckets[-1]
     started = time.monotonic()
-    source_q, target_q = count_queries(level, buckets[0], buckets[-1] + level.step)
+    unchanged, rewritten = book.sort(buckets) if book else (set(), set())
+    unchanged.discard(latest)
+    asked = [b for b in buckets if b not in unchanged]
     # Counting costs a fraction of reading, and spares reading buckets with no source data.
-    source, target = (bucket_counts(answer) for answer in influx.query(f"{source_q}; {target_q}"))
-    chosen = plan(buckets, source, target, buckets[-1])
-    log.debug("%s: checked %d buckets in %.2f s: %s", level.name, len(buckets),
-              time.monotonic() - started,
+    source, target = bucket_totals(influx, level, asked)
+    chosen = plan(asked, source, target, latest)
+    have = {b for b, _ in chosen}
+    chosen = sorted(chosen + [(b, "rewritten with other values") for b in rewritten
+                              if b not in have and source.get(b)])
+    if book:
+        for bucket in asked:
+            if bucket not in have and source.get(bucket) and source[bucket] == target.get(bucket):
+                book.mark(bucket, source[bucket])
+    log.debug("%s: checked %d buckets (%d unchanged since rolled up) in %.2f s: %s",
+              level.name, len(buckets), len(buckets) - len(asked), time.monotonic() - started,
               ", ".join(f"{_iso(b)} {why}" for b, why in chosen) or "nothing to write")
-    return chosen
+    return chosen, source
 
 
-def compute(influx, level, tags, buckets):
-    """Yield {bucket: lines} per range of buckets, in order, READERS ranges read at once."""
+def compute(influx, level, tags, buckets, counts=None, carried=None, prepare=None):
+    """Yield a Rollup per range of buckets (or prepare(Rollup), done in the same thread), in
+    order, READERS ranges read at once.
+
+    A bucket whose carried sums hold exactly InfluxDB's count of source samples (counts) is
+    built from them; the others are read."""
+    counts = counts or {}
+
+    def task(bounds):
+        rollup = read(bounds)
+        return rollup if prepare is None else prepare(rollup)
+
     def read(bounds):
+        if bounds[1] - bounds[0] == level.step and bounds[0] in usable:
+            kept = carried.load(bounds[0])
+            if kept is not None and rollups.total(kept[0]) == counts.get(bounds[0]):
+                rollup = Rollup.carried(level, tags, bounds[0], kept[1], kept[2])
+                if rollup is not None:
+                    log.debug("%s %s: from the carried sums", level.name, _iso(bounds[0]))
+                    return rollup
         rollup = Rollup(level, tags)
         for series in influx.query_chunks(source_query(level, tags, *bounds)):
             rollup.add(series)
-        return rollup.lines()
+        return rollup
 
+    usable = set()
+    if carried is not None:
+        usable = {b for b in buckets
+                  if counts.get(b) and rollups.total(carried.parts(b)) == counts[b]}
+    # Raw buckets next to each other are read together (one query sets up every series).
+    merged = []
+    for bounds in ((b, b + level.step) for b in buckets):
+        if (merged and bounds[0] not in usable and merged[-1][0] not in usable
+                and merged[-1][1] == bounds[0]
+                and merged[-1][1] - merged[-1][0] < level.chunk * level.step):
+            merged[-1] = (merged[-1][0], bounds[1])
+        else:
+            merged.append(bounds)
     with ThreadPoolExecutor(READERS) as pool:
-        yield from _ordered(pool, read, ranges(buckets, level.step, level.chunk), READERS)
+        yield from _ordered(pool, task, merged, READERS)
 
 
 def _ordered(pool, fn, items, ahead):
@@ -436,11 +621,29 @@ def _ordered(pool, fn, items, ahead):
         yield future.result()
 
 
-def write(influx, level, tags, chosen, dry_run=False, out=None):
-    """Compute and write (or print) the chosen buckets; returns the points written."""
+def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, books=None):
+    """Compute and write (or print) the chosen buckets; returns the points written.
+
+    Each hour written is also added to its day's carried sums (declared before it is
+    written), and each bucket is booked as rolled up from counts[bucket] source samples."""
     reasons = dict(chosen)
+    counts = counts or {}
+    books = books or {}
+    book = books.get(level.name)
+    daily = books.get("1d") if level.name == "1h" and not dry_run else None
+    day = None
     written = 0
-    for by_bucket in compute(influx, level, tags, sorted(reasons)):
+
+    def prepare(rollup):
+        # In the reading threads: Python work overlaps the writes, which wait on influxd.
+        by_bucket = rollup.lines()
+        terms = rollup.daily_terms() if daily is not None else {}
+        infos = {hour: (sum(acc[0] for acc in terms[hour].values()),
+                        rollups.digest(by_bucket[hour])) for hour in sorted(terms)}
+        return by_bucket, terms, infos
+
+    for by_bucket, terms, infos in compute(influx, level, tags, sorted(reasons), counts,
+                                           book.carried if book else None, prepare):
         started = time.monotonic()
         lines = [line for bucket in sorted(by_bucket) for line in by_bucket[bucket]]
         if dry_run:
@@ -448,12 +651,26 @@ def write(influx, level, tags, chosen, dry_run=False, out=None):
                 print(f"# {level.target.qualified} {_iso(bucket)}: {reasons[bucket]}", file=out)
                 print_lines(level.target, sorted(by_bucket[bucket]), out)
             continue
+        if daily is not None and lines:
+            for start, hours in itertools.groupby(infos, key=lambda h: h - h % DAY):
+                daily.carried.declare(start, {h: infos[h] for h in hours})
         if lines:
             influx.write_lines(level.target.rp, lines)
+        for hour in sorted(terms):
+            if day is None or day.bucket != hour - hour % DAY:
+                if day is not None:
+                    day.save()
+                day = daily.carried.open(hour - hour % DAY, tags)
+            day.add(hour, infos[hour], terms[hour])
+        for bucket in by_bucket:
+            if book is not None and bucket in counts:
+                book.mark(bucket, counts[bucket])
         written += len(lines)
         log.debug("%s %s: %d points written in %.2f s", level.target.qualified,
                   ", ".join(f"{_iso(b)} ({reasons[b]})" for b in sorted(by_bucket)),
                   len(lines), time.monotonic() - started)
+    if day is not None:
+        day.save()
     return written
 
 

@@ -39,7 +39,13 @@ def resource_factor(resource, corecount):
 
 
 def job_points(stats, queues, pledges, slot, time_window, hs06=None):
-    """One jobs point per (queue, label, resource, status) that PanDA reported.
+    """One jobs point per (queue, label, resource, status) that PanDA reported: a list of
+    iter_job_points(...)."""
+    return list(iter_job_points(stats, queues, pledges, slot, time_window, hs06))
+
+
+def iter_job_points(stats, queues, pledges, slot, time_window, hs06=None):
+    """One jobs point per (queue, label, resource, status) that PanDA reported, one at a time.
 
     queues maps PanDA queue -> cric.QueueInfo; a queue CRIC does not know gets 'unknown' tags.
     pledges maps federation -> HS06 pledge; a missing one is 0.
@@ -47,7 +53,6 @@ def job_points(stats, queues, pledges, slot, time_window, hs06=None):
     """
     hs06 = hs06 or {}
     timestamp = int(slot.timestamp())
-    points = []
     for queue, labels in stats.items():
         info = queues.get(queue, UNKNOWN_QUEUE)
         meta = info.tags()
@@ -62,8 +67,7 @@ def job_points(stats, queues, pledges, slot, time_window, hs06=None):
                               "resource_factor": factor, "corepower": float(info.corepower),
                               "federation_HS06_pledge": pledge,
                               "HS06_benchmark": hs06.get(queue)}
-                    points.append(Point(tags, fields, timestamp))
-    return points
+                    yield Point(tags, fields, timestamp)
 
 
 @lru_cache(maxsize=200_000)

@@ -1,0 +1,224 @@
+"""Carried rollup sums, so that a cron rollup need not read back the points just written.
+
+fetch_queues.py adds every 10m slot it writes to the partial sums of its hour, downsample.py
+every hour it writes to those of its day, under data_dir/cache/rollups/:
+- LEVEL-BUCKET.parts.json: the parts (slots of the hour, hours of the day) declared so far,
+  each with its sample count and a digest of its lines. Written BEFORE the points go to
+  InfluxDB, so it never knows less than InfluxDB holds.
+- LEVEL-BUCKET.json.gz: the sums of the parts added so far, as downsample.Rollup keeps them.
+
+InfluxDB stays the truth: downsample.py uses a bucket's sums only when their sample total
+equals InfluxDB's own count for the bucket (one number, not one per series), and reads the
+points otherwise. It skips counting a look-back bucket whose declared parts are the same as
+when it last rolled that bucket up (data_dir/state/rollups_LEVEL.json).
+
+Exactness: a part adds one term per series, in time order, as summing a read of the points
+does (floating-point sums depend on their order). A part added out of order, or declared
+again with other values, drops the sums; the raw read then takes over for that bucket.
+"""
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import zlib
+from pathlib import Path
+
+from ..core.errors import SinkError
+from ..core.files import State
+
+log = logging.getLogger(__name__)
+
+
+def digest(lines):
+    """A short digest of a part's line-protocol lines, in any order: tells a rerun with
+    other values from one with the same."""
+    h = hashlib.blake2b(digest_size=12)
+    for line in sorted(lines):
+        h.update(line.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def total(parts):
+    return sum(samples for samples, _ in parts.values())
+
+
+def fingerprint(parts):
+    return hashlib.blake2b(json.dumps(sorted(parts.items())).encode(),
+                           digest_size=12).hexdigest()
+
+
+def _write_bytes(path, data):
+    """Write bytes atomically (a reader sees the old or the new file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise SinkError(path, e.strerror or str(e)) from None
+
+
+class Carried:
+    """The carried sums of one level ("1h": of hours, from slots; "1d": of days, from hours)."""
+
+    def __init__(self, data_dir, level):
+        self.directory = Path(data_dir) / "cache" / "rollups"
+        self.level = level
+
+    def path(self, bucket, suffix):
+        return self.directory / f"{self.level}-{int(bucket)}.{suffix}"
+
+    def parts(self, bucket):
+        """{part: (samples, digest)} declared for bucket ({} if none)."""
+        try:
+            raw = json.loads(self.path(bucket, "parts.json").read_bytes())
+            return {int(p): (int(v[0]), str(v[1])) for p, v in raw.items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError, IndexError) as e:
+            log.warning("ignoring unreadable parts of %s bucket %s (%s)", self.level, bucket, e)
+            return {}
+
+    def declare(self, bucket, new):
+        """Record parts {part: (samples, digest)} of bucket before they are written. A part
+        declared again with another digest (other values) drops the bucket's sums."""
+        parts = self.parts(bucket)
+        if all(parts.get(p) == v for p, v in new.items()):
+            return
+        if any(p in parts and parts[p][1] != v[1] for p, v in new.items()):
+            self.drop_sums(bucket)
+        parts.update(new)
+        _write_bytes(self.path(bucket, "parts.json"),
+                     json.dumps({str(p): list(v) for p, v in sorted(parts.items())}).encode())
+
+    def drop_sums(self, bucket):
+        with contextlib.suppress(FileNotFoundError):
+            self.path(bucket, "json.gz").unlink()
+
+    def load(self, bucket):
+        """(parts, tag names, {tag values: acc}) as added so far, or None."""
+        path = self.path(bucket, "json.gz")
+        try:
+            kept = json.loads(zlib.decompress(path.read_bytes()))
+            tags = tuple(kept["tags"])
+            n = len(tags)
+            groups = {tuple(row[:n]): row[n:] for row in kept["rows"]}
+            parts = {int(p): (int(v[0]), str(v[1])) for p, v in kept["parts"].items()}
+            return parts, tags, groups
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError, IndexError, zlib.error) as e:
+            log.warning("ignoring unreadable %s (%s)", path, e)
+            return None
+
+    def add(self, bucket, contributions, tags):
+        """Add parts in time order: contributions [(part, (samples, digest), {tag values:
+        acc})]. Returns False when the sums were dropped instead."""
+        sums = self.open(bucket, tags)
+        for part, info, accs in contributions:
+            sums.add(part, info, accs)
+        return sums.save()
+
+    def open(self, bucket, tags):
+        return Sums(self, bucket, tags)
+
+    def prune(self, before):
+        """Remove what is kept for buckets older than before."""
+        for path in self.directory.glob(f"{self.level}-*"):
+            try:
+                bucket = int(path.name.split("-", 1)[1].split(".", 1)[0])
+            except ValueError:
+                continue
+            if bucket < before:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+class Sums:
+    """The carried sums of one bucket, open for adding parts one after the other."""
+
+    def __init__(self, carried, bucket, tags):
+        self.carried, self.bucket, self.tags = carried, bucket, tuple(tags)
+        kept = carried.load(bucket)
+        self.parts, self.groups = ({}, {}) if kept is None or kept[1] != self.tags \
+            else (kept[0], kept[2])
+        self.ok = True
+        self.changed = False
+
+    def add(self, part, info, accs):
+        """Add one part: info (samples, digest), accs {tag values: acc}, one term a series."""
+        if not self.ok or self.parts.get(part) == info:
+            return                          # dropped, or the same part again: already in
+        if part in self.parts or (self.parts and part < max(self.parts)):
+            # Other values, or out of order: the sums would not be what a read gives.
+            self.ok = False
+            self.carried.drop_sums(self.bucket)
+            return
+        groups = self.groups
+        for key, acc in accs.items():
+            mine = groups.get(key)
+            if mine is None:
+                groups[key] = list(acc)
+            else:
+                for i, value in enumerate(acc):
+                    mine[i] += value
+        self.parts[part] = info
+        self.changed = True
+
+    def save(self):
+        if not self.ok:
+            return False
+        if not self.changed:
+            return True
+        data = json.dumps({"tags": list(self.tags),
+                           "parts": {str(p): list(v) for p, v in self.parts.items()},
+                           "rows": [list(key) + acc for key, acc in self.groups.items()]},
+                          separators=(",", ":")).encode()
+        _write_bytes(self.carried.path(self.bucket, "json.gz"), zlib.compress(data, 1))
+        return True
+
+
+class Book:
+    """What downsample.py last rolled up per bucket of a level: [source samples, fingerprint
+    of the declared parts], so a bucket whose parts did not change since needs no count."""
+
+    def __init__(self, data_dir, level):
+        self.carried = Carried(data_dir, level)
+        self.state = State(data_dir, f"rollups_{level}")
+        try:
+            self.rolled = {int(b): list(v) for b, v in self.state.load().items()}
+        except (ValueError, TypeError):
+            self.rolled = {}
+        self.seen = {}
+
+    def sort(self, buckets):
+        """(unchanged, rewritten): buckets whose declared parts are as when rolled up, and
+        those declared again with other values but the same sample count."""
+        unchanged, rewritten = set(), set()
+        for bucket in buckets:
+            parts = self.carried.parts(bucket)
+            if not parts:
+                continue
+            now = [total(parts), fingerprint(parts)]
+            self.seen[bucket] = now
+            before = self.rolled.get(bucket)
+            if before == now:
+                unchanged.add(bucket)
+            elif before and before[0] == now[0]:
+                rewritten.add(bucket)
+        return unchanged, rewritten
+
+    def mark(self, bucket, samples):
+        """bucket is rolled up from samples source samples (InfluxDB's count)."""
+        seen = self.seen.get(bucket)
+        if seen is not None:
+            self.rolled[bucket] = [samples, seen[1]]
+
+    def save(self, keep_from):
+        self.rolled = {b: v for b, v in self.rolled.items() if b >= keep_from}
+        self.state.save({str(b): v for b, v in sorted(self.rolled.items())})
