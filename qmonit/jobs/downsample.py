@@ -19,6 +19,10 @@ and each hour written here is carried into its day's (rollups.py). A bucket is b
 carried sums when their sample total equals InfluxDB's count of its source samples, and read
 otherwise; the look-back counts only buckets whose carried parts changed since they were
 rolled up.
+
+Why one module of ~680 lines: planning, the Rollup arithmetic, the carried-sum shortcut and the
+late-hour recheck together decide which bucket is built from what; split apart, each piece would
+reach into the others' internals (rollups.py keeps only the books on disk).
 """
 import datetime as dt
 import itertools
