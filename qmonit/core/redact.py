@@ -8,8 +8,7 @@ from urllib.parse import urlsplit
 MASK = "***"
 # Keys whose values are secrets; webhook URLs carry theirs in the path.
 SECRET_KEYS = {("credentials", "password"), ("credentials_elasticsearch", "password"),
-               ("credentials_monit_grafana", "token"), ("notifications", "smtp_password"),
-               ("panda", "token")}
+               ("credentials_monit_grafana", "token"), ("notifications", "smtp_password")}
 URL_KEYS = {("notifications", "webhook_url")}
 
 _secrets = set()

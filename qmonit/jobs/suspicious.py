@@ -364,6 +364,11 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
             lines = (_average_lines(series, slot, flags, rows, started)
                      + transform.encode(schema.SUSPICIOUS, flag_points(flags, slot)))
             started = time.monotonic()
+            try:
+                # Earlier runs' spooled flags of this slot first, so the clearing covers them.
+                influx.flush_spool()
+            except SinkError as e:
+                log.debug("could not replay the spool before clearing %s: %s", slot, e)
             _clear_flags(influx, slot)
             influx.write_lines(schema.RP_10M, lines)
             record.points = len(lines)
@@ -435,7 +440,10 @@ def add_silence_arguments(parser):
 
 
 def is_silence_command(args):
-    return bool(args.silence or args.list_silences or args.unsilence is not None)
+    # Any silence option, even a stray --until or an empty --silence, is a silence command:
+    # it must never fall through to a normal run.
+    return bool(args.silence is not None or args.list_silences or args.unsilence is not None
+                or args.until or args.reason or args.status)
 
 
 def silence_command(config, args, now, mysql=None, out=None):
@@ -446,6 +454,8 @@ def silence_command(config, args, now, mysql=None, out=None):
                                     ("--unsilence", args.unsilence is not None)) if on]
     if len(chosen) > 1:
         raise UsageError(f"{' and '.join(chosen)} cannot go together")
+    if args.silence is not None and not args.silence.strip():
+        raise UsageError("--silence needs an atlas_site or a panda_queue")
     if not args.silence and (args.until or args.reason or args.status):
         raise UsageError("--until, --reason and --status go with --silence")
     mysql = mysql or MySQLStore.from_config(config)

@@ -93,7 +93,11 @@ class Influx:
                 headers={"Accept": "application/json"})
         except (requests.RequestException, InfluxDBClientError, InfluxDBServerError) as e:
             raise self._fail(e) from None
-        results = response.json().get("results", [])
+        try:
+            results = response.json().get("results", [])
+        except ValueError as e:
+            # A proxy's HTML page or a cut answer: name the server, never "unexpected".
+            raise SinkError(f"InfluxDB {self.url}", f"bad answer: {e}") from None
         out = []
         for result in results:
             if "error" in result:

@@ -84,7 +84,9 @@ class WebhookChannel:
     def target(self):
         # Webhook URLs carry their secret in the path: name the server only.
         parts = urlsplit(self.url)
-        return f"webhook {parts.scheme}://{parts.netloc}"
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"webhook {parts.scheme}://{host}{port}"
 
     def send(self, subject, text):
         try:

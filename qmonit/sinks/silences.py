@@ -62,6 +62,10 @@ def ensure_table(mysql):
     mysql.transaction(work)
 
 
+# The `reason` column's VARCHAR length (schema.MYSQL_SILENCES).
+MAX_REASON = 1000
+
+
 def add(mysql, target, until, reason, now, job_status=None, created_by=""):
     """Store a silence from now until `until`; returns its id."""
     if not target.strip():
@@ -71,6 +75,8 @@ def add(mysql, target, until, reason, now, job_status=None, created_by=""):
                          f"({now:%Y-%m-%d %H:%M:%S} UTC)")
     if not reason.strip():
         raise UsageError("--silence needs --reason TEXT (why it is expected)")
+    if len(reason.strip()) > MAX_REASON:
+        raise UsageError(f"--reason is {len(reason.strip())} characters; at most {MAX_REASON}")
     if job_status is not None and job_status not in schema.STATUSES:
         raise UsageError(f"unknown job status {job_status!r}; use one of "
                          f"{', '.join(schema.STATUSES)}")

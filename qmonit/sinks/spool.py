@@ -285,10 +285,14 @@ class Spool:
         if not hours:
             return
         path = self.directory / LATE_HOURS
-        with self._hours_lock():
-            known = set(_load_json(path, []))
-            if not set(hours) <= known:
-                _save_json(path, sorted(known | set(hours)))
+        try:
+            with self._hours_lock():
+                known = set(_load_json(path, []))
+                if not set(hours) <= known:
+                    _save_json(path, sorted(known | set(hours)))
+        except (OSError, SinkError) as e:
+            # The points are written; only downsample's late-hour recheck misses them.
+            log.warning("could not record late hours in %s: %s", path, e)
 
     def late_hours(self):
         """Epoch starts of hours whose 10m points a replay wrote."""

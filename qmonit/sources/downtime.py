@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 
 from ..core import http
-from ..core.errors import SourceError
+from ..core.errors import SinkError, SourceError
 from .cric import Cache
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,10 @@ def load(session, data_dir, url, timeout, dry_run=False):
                     e, (cache.age(KIND) or 0) / 3600)
         return cached if isinstance(cached, dict) else {}
     if not dry_run:
-        cache.write(KIND, payload)
+        try:
+            cache.write(KIND, payload)
+        except SinkError as e:
+            log.warning("could not cache the CRIC downtime feed: %s", e)
     return payload
 
 

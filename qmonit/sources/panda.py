@@ -1,7 +1,7 @@
 """The PanDA job-statistics source: {queue: {label: {resource: {status: count}}}}."""
 import logging
 
-from ..core import http, schema, tls
+from ..core import http, redact, schema, tls
 from ..core.errors import ConfigError, SourceError
 from ..core.validate import count_problem, name_problem
 
@@ -30,6 +30,7 @@ def session(config):
                               "token_file") from None
         if not token:
             raise ConfigError(config.path, f"{token_file} is empty", "panda", "token_file")
+        redact.add_secret(token)
         s.headers["Authorization"] = f"Bearer {token}"
         s.headers["Origin"] = config.get("panda", "vo", "atlas") or "atlas"
     return s

@@ -482,3 +482,30 @@ def test_bad_context_config_is_exit_2_naming_the_key(tmp_path, section, text, ke
     assert run(path) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{path}: [{section}] {key}" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--until", "2030-01-01 00:00:00"], "go with --silence"),
+    (["--reason", "why"], "go with --silence"),
+    (["--silence", " ", "--until", "2030-01-01 00:00:00", "--reason", "x"], "needs an atlas_site"),
+])
+def test_stray_silence_options_exit_2_and_never_run(tmp_path, args, message, capsys):
+    """A silence option without a target is a usage error, not a normal run."""
+    path = write_config(tmp_path / "c.cfg", "http://127.0.0.1:9", 9, "x", "http://127.0.0.1:9",
+                        tmp_path / "data")
+    assert script.main(["--config", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_reason_longer_than_its_column_is_a_usage_error():
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    with pytest.raises(Exception, match="at most 1000") as e:
+        silences.add(None, "SITE", now + dt.timedelta(hours=1), "x" * 1001, now)
+    assert e.value.exit_code == 2
+
+
+def test_webhook_target_never_shows_userinfo():
+    channel = notify.WebhookChannel("https://user:secret@hooks.example:8443/T0/B0/token")
+    assert channel.target == "webhook https://hooks.example:8443"

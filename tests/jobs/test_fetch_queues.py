@@ -317,7 +317,7 @@ def test_a_slot_past_the_10m_policy_is_refused_before_anything_is_written(config
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"slot {stamp(old)} UTC is older than the 10m retention policy (7d)" in err
-    assert not list((config_path.parent / "data").rglob("*.lp"))
+    assert not list((config_path.parent / "data").rglob("*.lp*"))
     assert not (config_path.parent / "data" / "state").exists() or \
         not list((config_path.parent / "data" / "state").iterdir())
 

@@ -149,3 +149,32 @@ def test_check_retained_names_the_slot_and_the_duration(db):
     with pytest.raises(SinkError, match=r"slot 2026-01-01 00:00:00 UTC is older than the 10m "
                                         r"retention policy \(7d\); nothing written"):
         db.check_retained("10m", slot, wall=slot.timestamp() + 7 * day + 1)
+
+
+def test_an_answer_that_is_not_json_names_the_server(tmp_path):
+    """A proxy's HTML page with status 200: one SinkError naming InfluxDB, never 'unexpected'."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Html(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = b"<html>login</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Influx(f"http://127.0.0.1:{server.server_port}", "db",
+                        spool_dir=tmp_path / "spool")
+        with pytest.raises(SinkError, match="bad answer") as e:
+            client.query("SHOW DATABASES")
+        assert f"InfluxDB http://127.0.0.1:{server.server_port}" in str(e.value)
+    finally:
+        server.shutdown()
