@@ -25,7 +25,7 @@ from collections import Counter, namedtuple
 from urllib.parse import urlsplit
 
 from ..core import schema
-from ..core.errors import ConfigError, SinkError, SourceError
+from ..core.errors import ConfigError, QMonitError, SinkError, SourceError
 from ..core.files import State, ahead_of_clock
 from ..core.influxql import quote_ident, quote_string, time_literal
 from ..sinks import notify
@@ -398,19 +398,28 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
 
     state = State(data_dir, SCRIPT)
     last = state.load().get("last_hour")
+    # InfluxDB and MySQL are independent: one failing never keeps the other from being written.
+    failures = []
     try:
-        started = time.monotonic()
-        _clear_hour(influx, hour)
-        influx.write_lines(schema.DATADISKS.rp, lines)
-        record.points = len(lines)
-        log.debug("InfluxDB: %d points in %.2f s", len(lines), time.monotonic() - started)
+        try:
+            started = time.monotonic()
+            _clear_hour(influx, hour)
+            influx.write_lines(schema.DATADISKS.rp, lines)
+            record.points = len(lines)
+            log.debug("InfluxDB: %d points in %.2f s", len(lines), time.monotonic() - started)
+        except QMonitError as e:
+            failures.append(e)
         # A backfill of an older hour must not put older volumes into the current snapshot.
         if last is None or int(hour.timestamp()) >= last or ahead_of_clock(last, state.path):
-            started = time.monotonic()
-            mysql.ensure_jobs_table()
-            changed = write_mysql(mysql, rows)
-            state.save({"last_hour": int(hour.timestamp())})
-            log.debug("MySQL: %d rows changed in %.2f s", changed, time.monotonic() - started)
+            try:
+                started = time.monotonic()
+                mysql.ensure_jobs_table()
+                changed = write_mysql(mysql, rows)
+                state.save({"last_hour": int(hour.timestamp())})
+                log.debug("MySQL: %d rows changed in %.2f s", changed,
+                          time.monotonic() - started)
+            except QMonitError as e:
+                failures.append(e)
         else:
             log.debug("MySQL left alone: hour %s is older than the last one written", hour)
     except Exception:
@@ -419,5 +428,10 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         raise
     finally:
         mysql.close()
-    record.record(influx, "ok")
+    record.errors += len(failures)
+    record.record(influx, "error" if failures else "ok")
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise QMonitError("; and ".join(str(e) for e in failures))
     return 0

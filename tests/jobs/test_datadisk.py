@@ -472,3 +472,43 @@ def test_state_from_a_run_with_the_clock_ahead_is_not_trusted(dd_config, sim, my
     assert "not trusted" in capsys.readouterr().err
     assert mysql.select("SELECT COUNT(*) FROM jobs WHERE datadisk_name IS NOT NULL")[0][0] > 0
     assert json.loads(state.read_text())["last_hour"] == int(T.timestamp())
+
+
+def test_mysql_down_still_writes_influxdb(dd_config, sim, influx, capsys):
+    """The two sinks are independent: MySQL down, the datadisk points still reach InfluxDB."""
+    from conftest import free_port
+    fetch(dd_config, sim)
+    port = free_port()
+    text = dd_config.read_text()
+    dd_config.write_text(text.replace("[mysql]\nhost = 127.0.0.1\nport = ",
+                                      f"[mysql]\nhost = 127.0.0.1\nport = {port}\n#", 1))
+    capsys.readouterr()
+    assert run(dd_config) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"MySQL 127.0.0.1:{port}" in err
+    assert read_points(influx)
+    [runs] = influx.query(f'SELECT "errors" FROM {schema.RUNS.qualified} WHERE '
+                          f'"script" = \'datadisk\' AND "status" = \'error\' AND {HOUR_AT}')
+    assert runs and runs[0]["values"][-1][1] == 1
+
+
+def test_influxdb_refusing_the_write_still_updates_mysql(dd_config, sim, mysql):
+    """The other way round: InfluxDB answers the reads but refuses the write (as a full disk
+    or a lost write permission would); MySQL is still updated and the run fails naming it."""
+    from qmonit.core.errors import SinkError
+    from qmonit.jobs import datadisk as job
+    from qmonit.sinks.influx import Influx
+
+    class RefusingWrites(Influx):
+        def write_lines(self, rp, lines):
+            if rp == schema.DATADISKS.rp:
+                raise SinkError(f"InfluxDB {self.url}", "write refused")
+            return super().write_lines(rp, lines)
+
+    fetch(dd_config, sim)
+    from qmonit.core import config as config_module
+    cfg = config_module.load(str(dd_config), str(ROOT / "datadisk.py"))
+    influx = RefusingWrites.from_config(cfg)
+    with pytest.raises(SinkError, match="write refused"):
+        job.run(cfg, T + dt.timedelta(minutes=5), influx=influx)
+    assert mysql.select("SELECT COUNT(*) FROM jobs WHERE datadisk_name IS NOT NULL")[0][0] > 0
