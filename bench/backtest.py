@@ -32,6 +32,7 @@ import fetch_queues  # noqa: E402
 import suspicious as suspicious_script  # noqa: E402
 from qmonit.core import schema  # noqa: E402
 from qmonit.dev import devservers  # noqa: E402
+from qmonit.dev.configfile import config_text  # noqa: E402
 from qmonit.dev.simulator import Simulator, config_urls  # noqa: E402
 from qmonit.dev.simulator import events as sim_events  # noqa: E402
 from qmonit.sinks.influx import Influx  # noqa: E402
@@ -46,36 +47,10 @@ MIN_SHARE, MIN_JOBS = 0.5, 50
 
 
 def write_config(path, influx_url, mysql_port, sim_url, data_dir, notify_after):
-    urls = config_urls(sim_url)
-    path.write_text(f"""[credentials]
-username = {devservers.DB_USER}
-password = {devservers.DB_PASSWORD}
-database = backtest
-
-[influxdb]
-url = {influx_url}
-
-[mysql]
-host = 127.0.0.1
-port = {mysql_port}
-
-[panda]
-url = {urls['panda_url']}
-
-[cric]
-pandaqueue_url = {urls['pandaqueue_url']}
-site_url = {urls['site_url']}
-ddmendpoint_url = {urls['ddmendpoint_url']}
-federation_url = {urls['federation_url']}
-downtime_url = {urls['downtime_url']}
-
-[suspicious]
-grace = {GRACE // 3600}h
-notify_after = {notify_after}
-
-[paths]
-data_dir = {data_dir}
-""")
+    path.write_text(config_text(
+        influx_url, mysql_port, "backtest", sim_url, data_dir,
+        cric={"downtime_url": config_urls(sim_url)["downtime_url"]},
+        suspicious={"grace": f"{GRACE // 3600}h", "notify_after": notify_after}))
     return path
 
 

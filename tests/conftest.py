@@ -86,34 +86,10 @@ def sim(simulator):
 
 
 def write_config(path, influx_url, mysql_port, database, sim_url, data_dir, extra=""):
-    from qmonit.dev.simulator import config_urls
-    urls = config_urls(sim_url)
-    path.write_text(f"""[credentials]
-username = {devservers.DB_USER}
-password = {devservers.DB_PASSWORD}
-database = {database}
-
-[influxdb]
-url = {influx_url}
-
-[mysql]
-host = 127.0.0.1
-port = {mysql_port}
-
-[panda]
-url = {urls['panda_url']}
-timeout = 5
-
-[cric]
-pandaqueue_url = {urls['pandaqueue_url']}
-site_url = {urls['site_url']}
-ddmendpoint_url = {urls['ddmendpoint_url']}
-federation_url = {urls['federation_url']}
-timeout = 5
-
-[paths]
-data_dir = {data_dir}
-{extra}""")
+    from qmonit.dev.configfile import config_text
+    text = config_text(influx_url, mysql_port, database, sim_url, data_dir,
+                       panda={"timeout": 5}, cric={"timeout": 5})
+    path.write_text(text + extra)
     return path
 
 

@@ -14,16 +14,19 @@ log = logging.getLogger(__name__)
 AHEAD_MARGIN = 600
 
 
-def atomic_write(path, text):
-    """Write text to path so that a reader sees the old or the new file, never half of one."""
+def atomic_write(path, data, sync=True):
+    """Write text or bytes to path so that a reader sees the old or the new file, never half
+    of one. sync=False skips the fsync, for caches that a crash may lose (they are rebuilt)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        binary = isinstance(data, bytes)
+        with open(tmp, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            f.write(data)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         try:

@@ -72,41 +72,16 @@ def sim_control(url, **settings):
 
 
 def write_config(path, influx_url, mysql_port, sim_url):
+    from .configfile import config_text
     from .simulator import config_urls
-    urls = config_urls(sim_url)
-    path.write_text(f"""; Written by `make demo`: the demo's private servers and the simulator.
-[credentials]
-username = {devservers.DB_USER}
-password = {devservers.DB_PASSWORD}
-database = monit_jobs
-
-[credentials_monit_grafana]
-token = demo-token
-url = {urls.get('monit_url', '')}
-
-[credentials_elasticsearch]
-; the simulator's benchmark index: HS06_benchmark once datadisk.py has run
-host = {sim_url}
-
-[influxdb]
-url = {influx_url}
-
-[mysql]
-host = 127.0.0.1
-port = {mysql_port}
-
-[panda]
-url = {urls['panda_url']}
-
-[cric]
-pandaqueue_url = {urls['pandaqueue_url']}
-site_url = {urls['site_url']}
-ddmendpoint_url = {urls['ddmendpoint_url']}
-federation_url = {urls['federation_url']}
-
-[paths]
-data_dir = {VAR / 'data'}
-""")
+    text = config_text(
+        influx_url, mysql_port, "monit_jobs", sim_url, VAR / "data",
+        credentials_monit_grafana={"token": "demo-token",
+                                   "url": config_urls(sim_url)["monit_url"]},
+        # The simulator's benchmark index: HS06_benchmark once datadisk.py has run.
+        credentials_elasticsearch={"host": sim_url})
+    path.write_text("; Written by `make demo`: the demo's private servers and the simulator.\n"
+                    + text)
     return path
 
 

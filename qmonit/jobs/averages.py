@@ -34,14 +34,12 @@ import fcntl
 import gzip
 import json
 import logging
-import os
 import time
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..core import schema
-from ..core.errors import SinkError
 from ..core.files import atomic_write
 from ..core.influxql import quote_ident, time_literal
 from .transform import Point
@@ -350,21 +348,6 @@ class Windows:
 
 # --- files under data_dir -----------------------------------------------------------------------
 
-def _write_bytes(path, data):
-    """Write bytes atomically (the reader sees the old or the new file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise SinkError(path, e.strerror or str(e)) from None
-
-
 class Store:
     """The window sums and the slots they were built from, in data_dir/cache/averages/."""
 
@@ -399,9 +382,10 @@ class Store:
 
     def save_windows(self, windows):
         data = json.dumps(windows.dump(), separators=(",", ":")).encode()
-        _write_bytes(self.directory / "windows.json.gz", gzip.compress(data, compresslevel=1))
+        atomic_write(self.directory / "windows.json.gz", gzip.compress(data, compresslevel=1),
+                     sync=False)
         # The slot alone, for forget_carried (which runs in every fetch_queues.py cycle).
-        _write_bytes(self.directory / "carried", str(_epoch(windows.slot)).encode())
+        atomic_write(self.directory / "carried", str(_epoch(windows.slot)).encode(), sync=False)
 
     def carried_slot(self):
         """The slot of the stored sums (None without them; 0 if that is unknown)."""
@@ -434,7 +418,8 @@ class Store:
 
     def put_slot(self, slot, values, meta):
         data = json.dumps({"values": values, "meta": meta}, separators=(",", ":")).encode()
-        _write_bytes(self._slot_path(slot), gzip.compress(data, compresslevel=1))
+        atomic_write(self._slot_path(slot), gzip.compress(data, compresslevel=1),
+                     sync=False)
 
     def prune(self, slot):
         """Remove the slots no window ending at slot or later can need."""

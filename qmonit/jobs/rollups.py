@@ -20,12 +20,10 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import zlib
 from pathlib import Path
 
-from ..core.errors import SinkError
-from ..core.files import State
+from ..core.files import State, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +45,6 @@ def total(parts):
 def fingerprint(parts):
     return hashlib.blake2b(json.dumps(sorted(parts.items())).encode(),
                            digest_size=12).hexdigest()
-
-
-def _write_bytes(path, data):
-    """Write bytes atomically (a reader sees the old or the new file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise SinkError(path, e.strerror or str(e)) from None
 
 
 class Carried:
@@ -93,8 +77,9 @@ class Carried:
         if any(p in parts and parts[p][1] != v[1] for p, v in new.items()):
             self.drop_sums(bucket)
         parts.update(new)
-        _write_bytes(self.path(bucket, "parts.json"),
-                     json.dumps({str(p): list(v) for p, v in sorted(parts.items())}).encode())
+        atomic_write(self.path(bucket, "parts.json"),
+                     json.dumps({str(p): list(v) for p, v in sorted(parts.items())}).encode(),
+                     sync=False)
 
     def drop_sums(self, bucket):
         with contextlib.suppress(FileNotFoundError):
@@ -179,7 +164,8 @@ class Sums:
                            "parts": {str(p): list(v) for p, v in self.parts.items()},
                            "rows": [list(key) + acc for key, acc in self.groups.items()]},
                           separators=(",", ":")).encode()
-        _write_bytes(self.carried.path(self.bucket, "json.gz"), zlib.compress(data, 1))
+        atomic_write(self.carried.path(self.bucket, "json.gz"), zlib.compress(data, 1),
+                     sync=False)
         return True
 
 
