@@ -428,10 +428,5 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         raise
     finally:
         mysql.close()
-    record.errors += len(failures)
-    record.record(influx, "error" if failures else "ok")
-    if len(failures) == 1:
-        raise failures[0]
-    if failures:
-        raise QMonitError("; and ".join(str(e) for e in failures))
+    record.finish(influx, failures)
     return 0

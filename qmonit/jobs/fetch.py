@@ -138,12 +138,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         mysql.close()
     log.debug("MySQL: %d rows upserted, %d stale removed in %.2f s", len(rows), removed,
               time.monotonic() - started)
-    run_record.errors += len(failures)
-    run_record.record(influx, "error" if failures else "ok")
-    if len(failures) == 1:
-        raise failures[0]
-    if failures:
-        raise QMonitError("; and ".join(str(e) for e in failures))
+    run_record.finish(influx, failures)
     return 0
 
 

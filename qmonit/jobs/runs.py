@@ -43,6 +43,16 @@ class Run:
         except QMonitError as e:
             log.debug("could not record the run in %s: %s", schema.RUNS.name, e)
 
+    def finish(self, influx, failures=()):
+        """Record the run, counting `failures` (sinks that failed while the others were still
+        written), then raise them as one error naming every server."""
+        self.errors += len(failures)
+        self.record(influx, "error" if failures else "ok")
+        if len(failures) == 1:
+            raise failures[0]
+        if failures:
+            raise QMonitError("; and ".join(str(e) for e in failures))
+
 
 def print_lines(measurement, lines, out=None):
     out = out or sys.stdout

@@ -295,16 +295,10 @@ def notify(settings, flags, slot, data_dir, dry_run=False, out=None, notify_afte
         new, cleared = changes(flags, told, notify_after, quiet)
         if new or cleared:
             subject, text = digest(new, cleared, slot, settings.max_items, links)
-            if dry_run:
-                print(f"# would notify by {channel.name} ({channel.target}): {subject}",
-                      file=out or sys.stdout)
-                print(text, end="", file=out or sys.stdout)
-                continue
-            try:
-                channel.send(subject, text)
-            except SinkError as e:
-                log.warning("notification by %s failed: %s", channel.name, e)
+            if not _deliver(channel, subject, text, dry_run, out):
                 errors += 1
+                continue
+            if dry_run:
                 continue
             log.debug("%s: notified %d new, %d cleared", channel.name, len(new), len(cleared))
         current = {flag_id(f) for f in flags}
@@ -319,16 +313,21 @@ def notify(settings, flags, slot, data_dir, dry_run=False, out=None, notify_afte
 def send_notice(settings, subject, text, dry_run=False, out=None):
     """Send one notice (not a digest) to the default channels; returns the channels that
     failed (logged)."""
-    errors = 0
-    for channel in settings.channels:
-        if dry_run:
-            print(f"# would notify by {channel.name} ({channel.target}): {subject}",
-                  file=out or sys.stdout)
-            print(text, end="", file=out or sys.stdout)
-            continue
-        try:
-            channel.send(subject, text)
-        except SinkError as e:
-            log.warning("notice by %s failed: %s", channel.name, e)
-            errors += 1
-    return errors
+    return sum(not _deliver(channel, subject, text, dry_run, out, "notice")
+               for channel in settings.channels)
+
+
+def _deliver(channel, subject, text, dry_run=False, out=None, what="notification"):
+    """Send one message by one channel (with dry_run: print it); False when it failed
+    (logged)."""
+    if dry_run:
+        print(f"# would notify by {channel.name} ({channel.target}): {subject}",
+              file=out or sys.stdout)
+        print(text, end="", file=out or sys.stdout)
+        return True
+    try:
+        channel.send(subject, text)
+    except SinkError as e:
+        log.warning("%s by %s failed: %s", what, channel.name, e)
+        return False
+    return True
