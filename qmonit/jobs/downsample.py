@@ -247,7 +247,7 @@ class Rollup:
         at = [kept_tags.index(t) if t in kept_tags else None for t in tags]
         for values, acc in groups.items():
             key = tuple(None if i is None else values[i] for i in at)
-            _merge_into(rollup.groups, (key, bucket), acc)
+            rollups.merge_into(rollup.groups, (key, bucket), acc)
         return rollup
 
     def terms(self):
@@ -280,7 +280,7 @@ class Rollup:
 
     def merge(self, other):
         for key, acc in other.groups.items():
-            _merge_into(self.groups, key, acc)
+            rollups.merge_into(self.groups, key, acc)
         self.rows += other.rows
         return self
 
@@ -391,15 +391,6 @@ class SlotCarry:
             log.warning("could not carry the rollup sums of %s: %s", _iso(self.slot), e)
         log.debug("carried the rollup sums of %s in %.2f s", _iso(self.slot),
                   time.monotonic() - started)
-
-
-def _merge_into(groups, key, acc):
-    mine = groups.get(key)
-    if mine is None:
-        groups[key] = list(acc)
-    else:
-        for i, value in enumerate(acc):
-            mine[i] += value
 
 
 def _order(item):

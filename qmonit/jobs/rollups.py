@@ -47,6 +47,16 @@ def fingerprint(parts):
                            digest_size=12).hexdigest()
 
 
+def merge_into(groups, key, acc):
+    """Add the sums acc to groups[key], element by element."""
+    mine = groups.get(key)
+    if mine is None:
+        groups[key] = list(acc)
+    else:
+        for i, value in enumerate(acc):
+            mine[i] += value
+
+
 class Carried:
     """The carried sums of one level ("1h": of hours, from slots; "1d": of days, from hours)."""
 
@@ -144,14 +154,8 @@ class Sums:
             self.ok = False
             self.carried.drop_sums(self.bucket)
             return
-        groups = self.groups
         for key, acc in accs.items():
-            mine = groups.get(key)
-            if mine is None:
-                groups[key] = list(acc)
-            else:
-                for i, value in enumerate(acc):
-                    mine[i] += value
+            merge_into(self.groups, key, acc)
         self.parts[part] = info
         self.changed = True
 

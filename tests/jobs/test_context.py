@@ -468,22 +468,6 @@ def test_dead_man_switch(tmp_path, influx_server, mariadb_server, sim, database_
     assert len(hooks[0].texts) == 2
 
 
-@pytest.mark.parametrize("section,text,key", [
-    ("suspicious", "grace = two hours", "grace"),
-    ("suspicious", "notify_after = 0", "notify_after"),
-    ("suspicious", "not_notified = failed sideways", "not_notified"),
-    ("suspicious", "bigpanda_url = bigpanda.cern.ch", "bigpanda_url"),
-    ("notifications", "stale_after = 0", "stale_after"),
-    ("routes", "DE = not-a-recipient", "de"),
-])
-def test_bad_context_config_is_exit_2_naming_the_key(tmp_path, section, text, key, capsys):
-    path = tmp_path / "c.cfg"
-    path.write_text(f"[{section}]\n{text}\n")
-    assert run(path) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"{path}: [{section}] {key}" in err
-
-
 @pytest.mark.parametrize("args, message", [
     (["--until", "2030-01-01 00:00:00"], "go with --silence"),
     (["--reason", "why"], "go with --silence"),

@@ -403,6 +403,13 @@ def test_failed_notification_is_counted_not_fatal(tmp_path, influx_server, maria
     ("suspicious", "drop_factor = 1.5", "drop_factor"),
     ("suspicious", "min_change = -1", "min_change"),
     ("notifications", "smtp_host = mail.example.org", "email_to"),
+    # flags in context
+    ("suspicious", "grace = two hours", "grace"),
+    ("suspicious", "notify_after = 0", "notify_after"),
+    ("suspicious", "not_notified = failed sideways", "not_notified"),
+    ("suspicious", "bigpanda_url = bigpanda.cern.ch", "bigpanda_url"),
+    ("notifications", "stale_after = 0", "stale_after"),
+    ("routes", "DE = not-a-recipient", "de"),
 ])
 def test_bad_config_is_exit_2_naming_the_key(tmp_path, section, text, key, capsys):
     path = tmp_path / "c.cfg"
