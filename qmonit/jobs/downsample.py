@@ -37,6 +37,7 @@ from ..core import lineprotocol, schema
 from ..core.errors import ConfigError, SinkError, UsageError
 from ..core.influxql import quote_ident, time_literal
 from ..sinks.influx import Influx, duration_seconds, retention_durations
+from ..sources.cric import UNKNOWN_QUEUE
 from . import rollups, transform
 from .runs import Run, print_lines
 
@@ -367,6 +368,37 @@ def slot_terms(points):
     return out
 
 
+def stats_terms(stats, queues, pledges):
+    """slot_terms(transform.iter_job_points(stats, queues, pledges, ...)) without building a
+    Point per series: the fetch cycle's hot path (time_window and HS06_benchmark are not
+    among the rolled-up fields)."""
+    width = 2 + 2 * len(MEAN_FIELDS)
+    out = {}
+    for queue, labels in stats.items():
+        info = queues.get(queue, UNKNOWN_QUEUE)
+        tags = info.tags()
+        meta = tuple(tags.get(t) or None for t in schema.QUEUE_METADATA)
+        common = {"corepower": float(info.corepower),
+                  "federation_HS06_pledge": float(pledges.get(info.federation, 0.0))}
+        for label, resources in labels.items():
+            for resource, statuses in resources.items():
+                means = dict(common, resource_factor=transform.resource_factor(
+                    resource, info.corecount))
+                # 0 + value * 1: what Rollup.add computes for a first row of weight 1.
+                tail = [x for name in MEAN_FIELDS for x in (0 + means[name] * 1, 1)]
+                head = (queue or None, label or None, resource or None)
+                for status, count in statuses.items():
+                    key = (*head, status or None, *meta)
+                    acc = [1, int(count), *tail]
+                    mine = out.get(key)
+                    if mine is None:
+                        out[key] = acc
+                    else:   # as slot_terms: a series twice is summed
+                        for i in range(width):
+                            mine[i] += acc[i]
+    return out
+
+
 class SlotCarry:
     """fetch_queues.py's side of the carried hour sums: declare() before the slot's lines are
     written, add(points) after or while they are (written or spooled)."""
@@ -381,11 +413,13 @@ class SlotCarry:
     def declare(self):
         self.carried.declare(self.hour, {self.slot: self.info})
 
-    def add(self, points):
+    def add(self, points=None, terms=None):
+        """Add the slot's points, or their terms (stats_terms) when already built."""
         started = time.monotonic()
         try:
-            self.carried.add(self.hour, [(self.slot, self.info, slot_terms(points))],
-                             schema.JOBS.tags)
+            if terms is None:
+                terms = slot_terms(points)
+            self.carried.add(self.hour, [(self.slot, self.info, terms)], schema.JOBS.tags)
         except SinkError as e:
             # Only a shortcut: downsample.py reads the points instead.
             log.warning("could not carry the rollup sums of %s: %s", _iso(self.slot), e)

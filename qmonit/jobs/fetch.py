@@ -109,7 +109,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
             writing = pool.submit(influx.write_lines, schema.JOBS.rp, lines)
             if carry is not None:
                 # The hour's carried sums are built while InfluxDB takes the points.
-                carry.add(transform.iter_job_points(stats, queues, pledges, slot, window, hs06))
+                carry.add(terms=downsample.stats_terms(stats, queues, pledges))
             writing.result()
         safe = True
     except QMonitError as e:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from qmonit.core import schema
 from qmonit.core.influxql import quote_ident
 from qmonit.jobs import downsample, rollups, transform
+from qmonit.sources.cric import QueueInfo
 
 from .test_downsample import (
     BASE,
@@ -292,3 +293,30 @@ def test_daily_terms_are_what_a_read_of_the_hour_adds(rows):
     assert got == want
     assert {(h, k): [type(v) for v in acc] for h in got for k, acc in got[h].items()} == \
         {(h, k): [type(v) for v in acc] for h in want for k, acc in want[h].items()}
+
+
+names = st.sampled_from(["Q1", "Q2", "", "A,B", "unknown"])
+infos = st.builds(QueueInfo, atlas_site=st.sampled_from(["SITE_A", "", "unknown"]),
+                  tier=st.sampled_from(["1", "2", ""]),
+                  corecount=st.one_of(st.none(), st.integers(0, 64)),
+                  corepower=st.floats(0, 100, allow_nan=False))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(names, st.dictionaries(
+           st.sampled_from(["managed", "user", ""]), st.dictionaries(
+               st.sampled_from(["SCORE", "MCORE", "MCORE_HIMEM", ""]), st.dictionaries(
+                   st.sampled_from(["running", "activated", ""]), st.integers(0, 10 ** 6),
+                   max_size=3), max_size=3), max_size=2), max_size=4),
+       st.dictionaries(names, infos, max_size=4),
+       st.dictionaries(st.sampled_from(["SITE_A", "unknown", "FED"]),
+                       st.floats(0, 1e6, allow_nan=False), max_size=2))
+def test_stats_terms_are_slot_terms_of_the_points(stats, queues, pledges):
+    """The fetch cycle's stats_terms (no Point built) equals slot_terms of the same slot's points,
+    bit for bit and type for type, with unknown queues, empty tags and null core counts."""
+    slot = at(BASE)
+    want = downsample.slot_terms(transform.iter_job_points(stats, queues, pledges, slot, 10))
+    got = downsample.stats_terms(stats, queues, pledges)
+    assert got == want
+    assert {k: [type(v) for v in acc] for k, acc in got.items()} == \
+        {k: [type(v) for v in acc] for k, acc in want.items()}
