@@ -18,7 +18,9 @@ Mostly nothing is read at all: fetch_queues.py carries each hour's sums as it wr
 and each hour written here is carried into its day's (rollups.py). A bucket is built from its
 carried sums when their sample total equals InfluxDB's count of its source samples, and read
 otherwise; the look-back counts only buckets whose carried parts changed since they were
-rolled up.
+rolled up. With --start/--end the count runs while the sums are loaded and encoded; writes go
+WRITERS at a time while the next buckets are encoded and each written hour is carried into
+its day, so a backfill keeps influxd ingesting.
 
 Why one module of ~680 lines: planning, the Rollup arithmetic, the carried-sum shortcut and the
 late-hour recheck together decide which bucket is built from what; split apart, each piece would
