@@ -678,16 +678,16 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
 
     def finish(entry):
         nonlocal written
-        future, by_bucket, started = entry
+        future, buckets, started = entry
         lines = future.result()
         if book is not None:
             known = resolved(counts)
-            for bucket in by_bucket:
+            for bucket in buckets:
                 if bucket in known:
                     book.mark(bucket, known[bucket])
         written += lines
         log.debug("%s %s: %d points written in %.2f s", level.target.qualified,
-                  ", ".join(f"{_iso(b)} ({reasons[b]})" for b in sorted(by_bucket)),
+                  ", ".join(f"{_iso(b)} ({reasons[b]})" for b in buckets),
                   lines, time.monotonic() - started)
 
     in_flight = collections.deque()
@@ -707,7 +707,7 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
             while len(in_flight) >= WRITERS:
                 finish(in_flight.popleft())
             in_flight.append((writers.submit(influx.write_lines, level.target.rp, lines)
-                              if lines else _done(0), by_bucket, time.monotonic()))
+                              if lines else _done(0), sorted(by_bucket), time.monotonic()))
             # Carried into the day while the points are posted (as fetch_queues.py does).
             for hour in sorted(terms):
                 if day is None or day.bucket != hour - hour % DAY:
@@ -715,10 +715,10 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
                         day.save()
                     day = daily.carried.open(hour - hour % DAY, tags)
                 day.add(hour, infos[hour], terms[hour])
+        if day is not None:
+            day.save()          # while the last write is still posted
         while in_flight:
             finish(in_flight.popleft())
-    if day is not None:
-        day.save()
     return written
 
 
