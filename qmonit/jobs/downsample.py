@@ -33,7 +33,7 @@ import logging
 import math
 import operator
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..core import lineprotocol, schema
@@ -53,6 +53,8 @@ DAY = 86400
 READERS = 2
 # Writes in flight at once: influxd parses one batch while it indexes the other.
 WRITERS = 2
+# Lines per write (one spool file, then POSTs of influx.BATCH_LINES).
+WRITE_LINES = 50000
 
 
 @dataclass(frozen=True)
@@ -250,8 +252,9 @@ class Rollup:
             return None
         rollup = cls(level, tags)
         if tuple(kept_tags) == rollup.tags:
-            # The usual case: the keys are already this rollup's, and unique.
-            rollup.groups = {(values, bucket): list(acc) for values, acc in groups.items()}
+            # The usual case: the keys are already this rollup's, and unique (the sums are
+            # taken over, not copied: the caller's are loaded for this rollup alone).
+            rollup.groups = {(values, bucket): acc for values, acc in groups.items()}
             return rollup
         at = [kept_tags.index(t) if t in kept_tags else None for t in tags]
         for values, acc in groups.items():
@@ -607,11 +610,14 @@ def compute(influx, level, tags, buckets, counts=None, carried=None, prepare=Non
         kept = carried.load(bucket)
         if kept is None or not rollups.total(kept[0]):
             return None
+        samples = rollups.total(kept[0])
         rollup = Rollup.carried(level, tags, bucket, kept[1], kept[2])
+        del kept        # only the rollup's copy is kept while it is encoded
         if rollup is None:
             return None
         done = rollup if prepare is None else prepare(rollup)
-        if rollups.total(kept[0]) != resolved(counts).get(bucket):
+        del rollup
+        if samples != resolved(counts).get(bucket):
             return None
         log.debug("%s %s: from the carried sums", level.name, _iso(bucket))
         return done
@@ -666,7 +672,8 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
     daily = books.get("1d") if level.name == "1h" and not dry_run else None
     day = None
     written = 0
-    heads = {}
+    # Series keys are kept for the next buckets only when there are any (memory at 250k).
+    heads = {} if len(reasons) > 1 else None
 
     def prepare(rollup):
         # In the reading threads: Python work overlaps the writes, which wait on influxd.
@@ -678,8 +685,8 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
 
     def finish(entry):
         nonlocal written
-        future, buckets, started = entry
-        lines = future.result()
+        futures, buckets, started = entry
+        lines = sum(future.result() for future in futures)
         if book is not None:
             known = resolved(counts)
             for bucket in buckets:
@@ -706,8 +713,13 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
                     daily.carried.declare(start, {h: infos[h] for h in hours})
             while len(in_flight) >= WRITERS:
                 finish(in_flight.popleft())
-            in_flight.append((writers.submit(influx.write_lines, level.target.rp, lines)
-                              if lines else _done(0), sorted(by_bucket), time.monotonic()))
+            # Spooled and posted in pieces: at 250k series an hour is 80 MB of lines, and
+            # the spool's gzip would copy it whole several times.
+            in_flight.append(([writers.submit(influx.write_lines, level.target.rp,
+                                              lines[i:i + WRITE_LINES])
+                               for i in range(0, len(lines), WRITE_LINES)],
+                              sorted(by_bucket), time.monotonic()))
+            del lines
             # Carried into the day while the points are posted (as fetch_queues.py does).
             for hour in sorted(terms):
                 if day is None or day.bucket != hour - hour % DAY:
@@ -720,12 +732,6 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
         while in_flight:
             finish(in_flight.popleft())
     return written
-
-
-def _done(value):
-    future = Future()
-    future.set_result(value)
-    return future
 
 
 def _iso(epoch):
