@@ -5,11 +5,18 @@ Starts its own influxd in a temporary directory, fills "10m"."jobs" with the sim
 (qmonit.jobs.transform.job_lines + Influx.write_lines, as fetch_queues.py writes them), then times
 the rollups and, as a reference, InfluxDB's own SELECT ... INTO on the same data. Prints only
 a Markdown section. Usage: .venv/bin/python bench/bench_downsample.py [--series N]
+
+With --growth, instead: the real downsample.py (a process each run) at 25k, 63k and 250k series
+over a short history that is the same at every size (3 hours of 10m slots), appending one JSON
+line per (what, series) with the wall time and the process's peak RSS to the file named by
+$QMONIT_BENCH_GROWTH (stdout when unset).
 """
 import argparse
 import datetime as dt
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +39,9 @@ HOUR, DAY = 3600, 86400
 # Seconds; "hour" and "backfill" are set in the run from the raw-write reference.
 TARGETS = {"day": 3.0, "cron_1h": 3.0, "cron_1d": 6.0}
 SERVER_TIMEOUT = 240  # the reference INTO queries are slow; never wait longer than this
+SCRIPT = Path(__file__).resolve().parent.parent / "downsample.py"
+GROWTH_SIZES = (25000, 63000, 250000)
+GROWTH_HOURS = 3
 
 
 def fill(influx, sim, start, slots, data_dir):
@@ -41,14 +51,14 @@ def fill(influx, sim, start, slots, data_dir):
     pledges = cric.federation_pledges(sim.cric_data("federation"), start)
 
     def write(lines):
-        for attempt in range(5):
+        for attempt in range(8):
             try:
                 influx.write_lines(schema.RP_10M, lines)
                 break
             except SinkError:  # influxd's own write timeout on a busy host: write again
-                if attempt == 4:
+                if attempt == 7:
                     raise
-                time.sleep(2)
+                time.sleep(2 + 2 * attempt)
         return len(lines)
 
     pending, points = [], 0
@@ -125,11 +135,110 @@ def max_difference(influx, rp, ours, theirs, start, stop):
     return worst, len(a)
 
 
+def run_script(config_path, *args):
+    """Run downsample.py once as operators do; (wall seconds, peak RSS MiB of that process)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(config_path), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # wait4: the rusage of this child alone (RUSAGE_CHILDREN mixes every child so far).
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    error = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode:
+        raise SystemExit(f"downsample.py {' '.join(args)} exited {proc.returncode}: {error}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def stamp(epoch):
+    return at(epoch).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def growth(series, tmp, emit):
+    """downsample.py at one size over GROWTH_HOURS hours of 10m slots: the 1h rollup of one
+    hour (carried sums) and the cron 1h run."""
+    wall = int(time.time())
+    end = wall - wall % HOUR        # the slots of the last GROWTH_HOURS complete hours
+    start = end - GROWTH_HOURS * HOUR
+    runs = 1 if series > 100000 else 3
+    workdir = Path(tmp) / f"g{series}"
+    server = devservers.start_influxdb(workdir / "influxdb")
+    try:
+        text = (f"[credentials]\ndatabase = bench\n[influxdb]\nurl = {server.url}\n"
+                f"timeout = 900\n[paths]\ndata_dir = {workdir}/data\n"
+                # The look-back of the history: the hours the cron run checks all have data,
+                # as after the first two days in production.
+                f"[downsample]\nlookback_1h = {GROWTH_HOURS}h\n")
+        config_path = workdir / "config.cfg"
+        config_path.write_text(text)
+        config = Config.from_string(text, path=config_path, base_dir=workdir)
+        Influx.from_config(config).ensure_database()
+        # Filled without a spool: at 250k series on a busy host influxd's 10 s write timeout
+        # can strike, and replaying whole slots on every later write only adds to the load.
+        influx = Influx(server.url, "bench", timeout=900)
+        sim = Simulator(seed=1, series=series)
+        filled = time.perf_counter()
+        points = fill(influx, sim, at(start), GROWTH_HOURS * 6, config.data_dir())
+        filled = time.perf_counter() - filled
+        counted = points // (GROWTH_HOURS * 6)
+        cron = ("--average", "1h", "--timestamp", stamp(end + 900))
+        run_script(config_path, *cron)      # first run: rolls up every hour (not measured)
+        hour = end - 2 * HOUR
+        measured = {
+            "1h rollup of one hour": [run_script(config_path, "--average", "1h", "--start",
+                                                 stamp(hour), "--end", stamp(hour + HOUR),
+                                                 "--timestamp", stamp(end + 900))
+                                      for _ in range(runs)],
+            "cron 1h run": [run_script(config_path, *cron) for _ in range(runs)],
+        }
+    finally:
+        server.stop()
+    note = (f"{GROWTH_HOURS} h of 10m history ({points:,} points filled in {filled:.0f} s), "
+            f"lookback_1h = {GROWTH_HOURS}h; "
+            "a process each run, interpreter start-up included")
+    for what, results in measured.items():
+        emit({"script": "downsample.py", "what": what, "series": counted,
+              "wall_s": round(statistics.median(w for w, _ in results), 3),
+              "rss_mib": round(max(r for _, r in results), 1), "runs": len(results),
+              "note": note})
+
+
+def main_growth(sizes):
+    target = os.environ.get("QMONIT_BENCH_GROWTH")
+
+    def emit(row):
+        text = json.dumps(row)
+        if target:
+            with open(target, "a") as out:
+                out.write(text + "\n")
+        else:
+            print(text, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench_downsample_growth_") as tmp:
+        for series in sizes:
+            started = time.perf_counter()
+            growth(series, tmp, emit)
+            print(f"bench_downsample --growth: {series} series in "
+                  f"{time.perf_counter() - started:.0f} s, load average "
+                  f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+            # Each size's influxd and data go before the next size starts.
+            for path in Path(tmp).iterdir():
+                subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=25000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--growth", action="store_true",
+                        help="measure at 25k, 63k and 250k series instead (JSON lines)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(GROWTH_SIZES),
+                        help="with --growth: the series counts (default: %(default)s)")
     args = parser.parse_args()
+    if args.growth:
+        main_growth(args.sizes)
+        return
     load_before = os.getloadavg()[0]
     wall = int(time.time())
     today = wall - wall % DAY

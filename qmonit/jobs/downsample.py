@@ -18,12 +18,15 @@ Mostly nothing is read at all: fetch_queues.py carries each hour's sums as it wr
 and each hour written here is carried into its day's (rollups.py). A bucket is built from its
 carried sums when their sample total equals InfluxDB's count of its source samples, and read
 otherwise; the look-back counts only buckets whose carried parts changed since they were
-rolled up.
+rolled up. With --start/--end the count runs while the sums are loaded and encoded; writes go
+WRITERS at a time while the next buckets are encoded and each written hour is carried into
+its day, so a backfill keeps influxd ingesting.
 
 Why one module of ~680 lines: planning, the Rollup arithmetic, the carried-sum shortcut and the
 late-hour recheck together decide which bucket is built from what; split apart, each piece would
 reach into the others' internals (rollups.py keeps only the books on disk).
 """
+import collections
 import datetime as dt
 import itertools
 import logging
@@ -49,6 +52,10 @@ HOUR = 3600
 DAY = 86400
 # Parallel reads: influxd answers one query on one core; two keep both busy on a small host.
 READERS = 2
+# Writes in flight at once: influxd parses one batch while it indexes the other.
+WRITERS = 2
+# Lines per write (one spool file, then POSTs of influx.BATCH_LINES).
+WRITE_LINES = 50000
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,11 @@ class Rollup:
         if not set(kept_tags) <= set(tags):
             return None
         rollup = cls(level, tags)
+        if tuple(kept_tags) == rollup.tags:
+            # The usual case: the keys are already this rollup's, and unique (the sums are
+            # taken over, not copied: the caller's are loaded for this rollup alone).
+            rollup.groups = {(values, bucket): acc for values, acc in groups.items()}
+            return rollup
         at = [kept_tags.index(t) if t in kept_tags else None for t in tags]
         for values, acc in groups.items():
             key = tuple(None if i is None else values[i] for i in at)
@@ -304,14 +316,15 @@ class Rollup:
                                 fields, bucket)
                 for tags, bucket, fields in self._rows()]
 
-    def lines(self):
+    def lines(self, heads=None):
         """{bucket: line protocol lines}: what transform.encode(target, points()) gives,
-        built straight from the sums with each series' tags escaped once (the hot path)."""
+        built straight from the sums with each series' tags escaped once (the hot path).
+        heads: a cache of series keys, shared by the calls of one run (any thread)."""
         name = lineprotocol.escape_measurement(self.level.target.name)
-        keys = [lineprotocol.escape_key(t) for t in self.tags]
-        mean_keys = [(lineprotocol.escape_key(f), 2 + 2 * n) for n, f in enumerate(MEAN_FIELDS)]
-        fmt = lineprotocol.format_value
-        heads = {}
+        keys = [f",{lineprotocol.escape_key(t)}=" for t in self.tags]
+        mean_keys = [(f",{lineprotocol.escape_key(f)}=", 2 + 2 * n)
+                     for n, f in enumerate(MEAN_FIELDS)]
+        heads = {} if heads is None else heads
         out = {}
         # Tag values repeat across series (clouds, tiers, sites): each is escaped once.
         escaped = {}
@@ -327,15 +340,19 @@ class Rollup:
             if not samples:
                 continue
             jobs_sum = jobs_sum if isinstance(jobs_sum, int) else int(round(jobs_sum))
-            head = heads.get(tags)
+            head = heads.get((name, tags))
             if head is None:
-                head = heads[tags] = name + "".join(
-                    f",{k}={escape(v)}" for k, v in zip(keys, tags) if v not in (None, ""))
-            body = (f"{JOBS}={fmt(jobs_sum / samples)},{JOBS_SUM}={jobs_sum}i,"
-                    f"{SAMPLES}={int(samples)}i")
+                head = heads[(name, tags)] = name + "".join(
+                    [k + escape(v) for k, v in zip(keys, tags) if v not in (None, "")])
+            values = [jobs_sum / samples]
+            body = f"{JOBS}={values[0]!r},{JOBS_SUM}={jobs_sum}i,{SAMPLES}={int(samples)}i"
             for key, slot in mean_keys:
                 if acc[slot + 1]:
-                    body += f",{key}={fmt(acc[slot] / acc[slot + 1])}"
+                    value = acc[slot] / acc[slot + 1]
+                    values.append(value)
+                    body += f"{key}{value!r}"
+            if not all(map(math.isfinite, values)):
+                raise ValueError(f"line protocol cannot carry the sums of {head}")
             out.setdefault(bucket, []).append(f"{head} {body} {bucket}")
         return out
 
@@ -466,10 +483,11 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
     record = Run(level.script, transform.slot_of(now))
     books = {name: rollups.Book(config.data_dir(), name) for name in LEVELS}
     written = 0
+    counter = ThreadPoolExecutor(1)
     try:
+        counts = None
         if not dry_run:
             influx.ensure_database(durations)
-        tags = tag_keys(_shown_tag_keys(influx, level))
         if start is not None:
             buckets = requested_buckets(now_s, level.step, int(start.timestamp()),
                                         None if end is None else int(end.timestamp()))
@@ -478,11 +496,15 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
                             level.name)
             book = books[level.name]
             book.sort(buckets)
-            # Counted only where carried sums could stand in for the read.
-            counts = bucket_totals(influx, level, [b for b in buckets if b in book.seen],
-                                   target=False)[0]
+            # Counted only where carried sums could stand in for the read, while the rest
+            # gets ready and the sums are encoded (used only once the count agrees).
+            counts = counter.submit(lambda: bucket_totals(
+                influx, level, [b for b in buckets if b in book.seen], target=False)[0])
+        tags = tag_keys(_shown_tag_keys(influx, level))
+        if start is not None:
             written += write(influx, level, tags, [(b, "requested") for b in buckets],
                              dry_run, out, counts, books)
+            resolved(counts)    # a failed count is an error even when nothing needed it
         else:
             # One level after the other: the 1d check must see the 1h rollup just written.
             levels = [LEVELS["1h"], level] if level.name == "1d" else [level]
@@ -502,11 +524,13 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
         if not dry_run:
             _keep(books, ["1h", "1d"] if level.name == "1d" else [level.name], now_s, lookbacks)
     except Exception:
+        counter.shutdown(wait=False, cancel_futures=True)
         if not dry_run:
             record.errors = 1
             record.points = written
             record.record(influx, "error")
         raise
+    counter.shutdown()
     if not dry_run:
         record.points = written
         record.record(influx, "ok")
@@ -602,30 +626,42 @@ def compute(influx, level, tags, buckets, counts=None, carried=None, prepare=Non
     order, READERS ranges read at once.
 
     A bucket whose carried sums hold exactly InfluxDB's count of source samples (counts) is
-    built from them; the others are read."""
-    counts = counts or {}
+    built from them; the others are read. counts may be a future of the counts (a count query
+    still running): the sums are loaded and encoded meanwhile, and used once it agrees."""
+    pending = hasattr(counts, "result")
 
     def task(bounds):
-        rollup = read(bounds)
-        return rollup if prepare is None else prepare(rollup)
-
-    def read(bounds):
         if bounds[1] - bounds[0] == level.step and bounds[0] in usable:
-            kept = carried.load(bounds[0])
-            if kept is not None and rollups.total(kept[0]) == counts.get(bounds[0]):
-                rollup = Rollup.carried(level, tags, bounds[0], kept[1], kept[2])
-                if rollup is not None:
-                    log.debug("%s %s: from the carried sums", level.name, _iso(bounds[0]))
-                    return rollup
+            done = from_carried(bounds[0])
+            if done is not None:
+                return done
         rollup = Rollup(level, tags)
         for series in influx.query_chunks(source_query(level, tags, *bounds)):
             rollup.add(series)
-        return rollup
+        return rollup if prepare is None else prepare(rollup)
+
+    def from_carried(bucket):
+        kept = carried.load(bucket)
+        if kept is None or not rollups.total(kept[0]):
+            return None
+        samples = rollups.total(kept[0])
+        rollup = Rollup.carried(level, tags, bucket, kept[1], kept[2])
+        del kept        # only the rollup's copy is kept while it is encoded
+        if rollup is None:
+            return None
+        done = rollup if prepare is None else prepare(rollup)
+        del rollup
+        if samples != resolved(counts).get(bucket):
+            return None
+        log.debug("%s %s: from the carried sums", level.name, _iso(bucket))
+        return done
 
     usable = set()
     if carried is not None:
-        usable = {b for b in buckets
-                  if counts.get(b) and rollups.total(carried.parts(b)) == counts[b]}
+        for bucket in buckets:
+            declared = rollups.total(carried.parts(bucket))
+            if declared and (pending or declared == resolved(counts).get(bucket)):
+                usable.add(bucket)
     # Raw buckets next to each other are read together (one query sets up every series).
     merged = []
     for bounds in ((b, b + level.step) for b in buckets):
@@ -637,6 +673,13 @@ def compute(influx, level, tags, buckets, counts=None, carried=None, prepare=Non
             merged.append(bounds)
     with ThreadPoolExecutor(READERS) as pool:
         yield from _ordered(pool, task, merged, READERS)
+
+
+def resolved(counts):
+    """counts, or what the future counts gives (waiting for it)."""
+    if hasattr(counts, "result"):
+        return counts.result()
+    return counts or {}
 
 
 def _ordered(pool, fn, items, ahead):
@@ -654,52 +697,74 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
     """Compute and write (or print) the chosen buckets; returns the points written.
 
     Each hour written is also added to its day's carried sums (declared before it is
-    written), and each bucket is booked as rolled up from counts[bucket] source samples."""
+    written), and each bucket is booked as rolled up from counts[bucket] source samples.
+    WRITERS writes are in flight at once, so influxd always has the next batch to take in
+    while this process encodes and carries the sums."""
     reasons = dict(chosen)
-    counts = counts or {}
     books = books or {}
     book = books.get(level.name)
     daily = books.get("1d") if level.name == "1h" and not dry_run else None
     day = None
     written = 0
+    # Series keys are kept for the next buckets only when there are any (memory at 250k).
+    heads = {} if len(reasons) > 1 else None
 
     def prepare(rollup):
         # In the reading threads: Python work overlaps the writes, which wait on influxd.
-        by_bucket = rollup.lines()
+        by_bucket = rollup.lines(heads)
         terms = rollup.daily_terms() if daily is not None else {}
         infos = {hour: (sum(acc[0] for acc in terms[hour].values()),
                         rollups.digest(by_bucket[hour])) for hour in sorted(terms)}
         return by_bucket, terms, infos
 
-    for by_bucket, terms, infos in compute(influx, level, tags, sorted(reasons), counts,
-                                           book.carried if book else None, prepare):
-        started = time.monotonic()
-        lines = [line for bucket in sorted(by_bucket) for line in by_bucket[bucket]]
-        if dry_run:
-            for bucket in sorted(by_bucket):
-                print(f"# {level.target.qualified} {_iso(bucket)}: {reasons[bucket]}", file=out)
-                print_lines(level.target, sorted(by_bucket[bucket]), out)
-            continue
-        if daily is not None and lines:
-            for start, hours in itertools.groupby(infos, key=lambda h: h - h % DAY):
-                daily.carried.declare(start, {h: infos[h] for h in hours})
-        if lines:
-            influx.write_lines(level.target.rp, lines)
-        for hour in sorted(terms):
-            if day is None or day.bucket != hour - hour % DAY:
-                if day is not None:
-                    day.save()
-                day = daily.carried.open(hour - hour % DAY, tags)
-            day.add(hour, infos[hour], terms[hour])
-        for bucket in by_bucket:
-            if book is not None and bucket in counts:
-                book.mark(bucket, counts[bucket])
-        written += len(lines)
+    def finish(entry):
+        nonlocal written
+        futures, buckets, started = entry
+        lines = sum(future.result() for future in futures)
+        if book is not None:
+            known = resolved(counts)
+            for bucket in buckets:
+                if bucket in known:
+                    book.mark(bucket, known[bucket])
+        written += lines
         log.debug("%s %s: %d points written in %.2f s", level.target.qualified,
-                  ", ".join(f"{_iso(b)} ({reasons[b]})" for b in sorted(by_bucket)),
-                  len(lines), time.monotonic() - started)
-    if day is not None:
-        day.save()
+                  ", ".join(f"{_iso(b)} ({reasons[b]})" for b in buckets),
+                  lines, time.monotonic() - started)
+
+    in_flight = collections.deque()
+    with ThreadPoolExecutor(WRITERS) as writers:
+        for by_bucket, terms, infos in compute(influx, level, tags, sorted(reasons), counts,
+                                               book.carried if book else None, prepare):
+            if dry_run:
+                for bucket in sorted(by_bucket):
+                    print(f"# {level.target.qualified} {_iso(bucket)}: {reasons[bucket]}",
+                          file=out)
+                    print_lines(level.target, sorted(by_bucket[bucket]), out)
+                continue
+            lines = [line for bucket in sorted(by_bucket) for line in by_bucket[bucket]]
+            if daily is not None and lines:
+                for start, hours in itertools.groupby(infos, key=lambda h: h - h % DAY):
+                    daily.carried.declare(start, {h: infos[h] for h in hours})
+            while len(in_flight) >= WRITERS:
+                finish(in_flight.popleft())
+            # Spooled and posted in pieces: at 250k series an hour is 80 MB of lines, and
+            # the spool's gzip would copy it whole several times.
+            in_flight.append(([writers.submit(influx.write_lines, level.target.rp,
+                                              lines[i:i + WRITE_LINES])
+                               for i in range(0, len(lines), WRITE_LINES)],
+                              sorted(by_bucket), time.monotonic()))
+            del lines
+            # Carried into the day while the points are posted (as fetch_queues.py does).
+            for hour in sorted(terms):
+                if day is None or day.bucket != hour - hour % DAY:
+                    if day is not None:
+                        day.save()
+                    day = daily.carried.open(hour - hour % DAY, tags)
+                day.add(hour, infos[hour], terms[hour])
+        if day is not None:
+            day.save()          # while the last write is still posted
+        while in_flight:
+            finish(in_flight.popleft())
     return written
 
 

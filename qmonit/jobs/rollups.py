@@ -102,7 +102,11 @@ class Carried:
             kept = json.loads(zlib.decompress(path.read_bytes()))
             tags = tuple(kept["tags"])
             n = len(tags)
-            groups = {tuple(row[:n]): row[n:] for row in kept["rows"]}
+            # Tag values repeat across series (clouds, sites, tiers): one string each, not
+            # one per row, which keeps the sums of 250k series well inside memory.
+            same = {}
+            groups = {tuple([same.setdefault(v, v) for v in row[:n]]): row[n:]
+                      for row in kept["rows"]}
             parts = {int(p): (int(v[0]), str(v[1])) for p, v in kept["parts"].items()}
             return parts, tags, groups
         except FileNotFoundError:

@@ -6,6 +6,7 @@ import logging
 import random
 import shutil
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -103,8 +104,11 @@ def test_hour_and_day_from_carried_sums_equal_the_raw_read(influx_server, tmp_pa
     pair.drop()
 
 
+@pytest.mark.parametrize("requested", [False, True], ids=["cron", "start-end"])
 def test_missing_or_disagreeing_sums_fall_back_to_the_raw_read(influx_server, tmp_path_factory,
-                                                               caplog):
+                                                               caplog, requested):
+    """With --start/--end the sums are encoded while the hours are counted: used only where
+    the count agrees, as in the cron run."""
     caplog.set_level(logging.DEBUG, logger="qmonit.jobs.downsample")
     pair = Pair(influx_server, tmp_path_factory)
     rng = random.Random(4)
@@ -116,7 +120,11 @@ def test_missing_or_disagreeing_sums_fall_back_to_the_raw_read(influx_server, tm
                         carry=slot != BASE + 2 * HOUR + 600)
     rollups.Carried(pair.carried_config.data_dir(), "1h").drop_sums(BASE + 3 * HOUR)
     caplog.clear()
-    pair.run(BASE + 4 * HOUR + 900)
+    if requested:
+        run(pair.carried_config, BASE + 4 * HOUR + 900, start=at(BASE), end=at(BASE + 4 * HOUR))
+        run(pair.plain_config, BASE + 4 * HOUR + 900, "1h", start=at(BASE - DAY))
+    else:
+        pair.run(BASE + 4 * HOUR + 900)
     assert carried_used(caplog) == [f"1h {downsample._iso(BASE)}: from the carried sums"]
     assert_same(pair.assert_equal("1h"), expected(pair.raw, HOUR), "1h")
     pair.drop()
