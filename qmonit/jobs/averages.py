@@ -42,6 +42,7 @@ from pathlib import Path
 from ..core import schema
 from ..core.files import atomic_write
 from ..core.influxql import quote_ident, time_literal
+from . import rollups
 from .transform import Point
 
 log = logging.getLogger(__name__)
@@ -352,6 +353,7 @@ class Store:
     """The window sums and the slots they were built from, in data_dir/cache/averages/."""
 
     def __init__(self, data_dir):
+        self.data_dir = data_dir
         self.directory = Path(data_dir) / "cache" / "averages"
 
     @contextlib.contextmanager
@@ -548,6 +550,169 @@ def _seed(reader, slot):
     return Windows.from_pieces(slot, [p[0] for p in parsed], [p[1] for p in parsed])
 
 
+HOUR = 3600
+
+
+def counts_query(start, slot):
+    """The number of 10m points of every hour in [start, slot]: one number an hour (no
+    grouping by series), to check carried hour sums against. By the hour, not by the slot:
+    InfluxDB's cost grows with the number of time buckets (4x for 10m buckets)."""
+    return (f"SELECT count({quote_ident('jobs')}) FROM {schema.JOBS.qualified} "
+            f"WHERE time >= {time_literal(start)} AND time <= {time_literal(slot)} "
+            f"GROUP BY time(1h)")
+
+
+def parse_slot_groups(series_list):
+    """{key: {metadata: [sum, count]}} from a slot's points (a series key may have several
+    metadata groups, as in a grouped count)."""
+    out = {}
+    for row, at in _rows(series_list, ("jobs",) + schema.SERIES_KEY + META):
+        value = row[at[0]]
+        if value is None:
+            continue
+        key = SEP.join([row[i] or "" for i in at[1:5]])
+        group = out.setdefault(key, {}).setdefault(SEP.join([row[i] or "" for i in at[5:]]),
+                                                   [0, 0])
+        group[0] += int(value)
+        group[1] += 1
+    return out
+
+
+def hour_groups(tags, groups):
+    """{key: {metadata: [sum, count]}} from an hour's carried rollup sums ({tag values: acc},
+    acc = [samples, jobs sum, ...], see downsample.slot_terms), or None if tags lack a part."""
+    try:
+        key_at = [tags.index(t) for t in schema.SERIES_KEY]
+        meta_at = [tags.index(t) for t in META]
+    except ValueError:
+        return None
+    out = {}
+    for values, acc in groups.items():
+        key = SEP.join([values[i] or "" for i in key_at])
+        group = out.setdefault(key, {}).setdefault(SEP.join([values[i] or "" for i in meta_at]),
+                                                   [0, 0])
+        group[0] += acc[1]
+        group[1] += acc[0]
+    return out
+
+
+def _merge_groups(into, groups, sign):
+    for key, metas in groups.items():
+        mine = into.setdefault(key, {})
+        for meta, (total, n) in metas.items():
+            group = mine.get(meta)
+            if group is None:
+                mine[meta] = [sign * total, sign * n]
+            else:
+                group[0] += sign * total
+                group[1] += sign * n
+
+
+def piece_of_groups(groups):
+    """(sums, meta) of a piece as parse_piece gives them, from {key: {metadata: [sum, n]}};
+    None if the groups are inconsistent (a negative count, or a sum without points)."""
+    sums, meta = {}, {}
+    for key, metas in groups.items():
+        total = n = 0
+        best = (0, "")
+        for group_meta, (s, c) in metas.items():
+            if c < 0 or (c == 0 and s != 0):
+                return None
+            if not c:
+                continue
+            total += s
+            n += c
+            if (c, group_meta) > best:
+                best = (c, group_meta)
+        if n:
+            sums[key] = [int(total), n]
+            meta[key] = best[1]
+    return sums, meta
+
+
+# An hour whose carried sums cannot be used is read slot by slot; beyond this many such
+# slots the seed groups in InfluxDB instead.
+MAX_SLOT_READS = 36
+
+
+def _seed_carried(reader, data_dir, slot):
+    """The seed from the hour sums fetch_queues.py carries (rollups.Carried "1h"): the same
+    four pieces as _seed, each from the whole hours inside it, and from the slots of an hour
+    cut by a piece boundary, read (the smaller side of the cut; the other is the hour's sums
+    minus it: jobs are integers, so this is exact). An hour's sums are used only when its
+    parts are slots up to T and their points are as many as InfluxDB holds in the hour up to
+    T (one count query, not grouped by series); otherwise its slots are read. None: seed by
+    grouping."""
+    end = _epoch(slot)
+    first = end - int(WINDOWS["avg24h"].total_seconds()) + int(SLOT.total_seconds())
+    start = first - first % HOUR
+    counts_future = reader.submit(counts_query(
+        dt.datetime.fromtimestamp(start, dt.UTC), slot))
+    step = int(SLOT.total_seconds())
+    carried = rollups.Carried(data_dir, "1h")
+    hours = {}
+    for hour in range(start, end + 1, HOUR):
+        kept = carried.load(hour)
+        if kept is not None:
+            hours[hour] = kept
+    counts = {}
+    for series in counts_future.result():
+        for when, n in series.get("values") or ():
+            counts[int(when)] = n or 0
+    # An hour without points needs nothing read (nor its sums).
+    trusted = {hour: None for hour in range(start, end + 1, HOUR) if not counts.get(hour)}
+    for hour, (parts, tags, groups) in hours.items():
+        if hour not in trusted and (all(hour <= s <= end and s % step == 0 for s in parts)
+                and counts.get(hour, 0) == rollups.total(parts)):
+            trusted[hour] = (tags, groups)
+    # Per piece and hour: ("sums" minus the slots, or "slots") of the hour.
+    plan, reads = [], set()
+    for newer, older in PIECES:
+        low = end - int(older.total_seconds())
+        high = end - int(newer.total_seconds())
+        inside_all = range(low + step, high + step, step)
+        piece = []
+        for hour in sorted({s - s % HOUR for s in inside_all}):
+            inside = [s for s in inside_all if hour <= s < hour + HOUR]
+            outside = [s for s in range(hour, min(hour + HOUR, end + step), step)
+                       if not low < s <= high]
+            if hour in trusted and len(outside) < len(inside):
+                piece.append((hour, outside))
+                reads.update(outside)
+            else:
+                piece.append((None, inside))
+                reads.update(inside)
+        plan.append(piece)
+    if len(reads) > MAX_SLOT_READS:
+        log.debug("carried hour sums cover too little (%d slots to read): seeding by grouping",
+                  len(reads))
+        return None
+    futures = {s: reader.submit(slot_query(dt.datetime.fromtimestamp(s, dt.UTC)))
+               for s in sorted(reads)}
+    read = {s: parse_slot_groups(f.result()) for s, f in futures.items()}
+    by_hour = {}
+    pieces, metas = [], []
+    for piece in plan:
+        groups = {}
+        for hour, slots in piece:
+            if hour is not None:
+                if hour not in by_hour:
+                    by_hour[hour] = hour_groups(*trusted[hour]) if trusted[hour] else {}
+                if by_hour[hour] is None:
+                    return None
+                _merge_groups(groups, by_hour[hour], 1)
+            for s in slots:
+                _merge_groups(groups, read[s], -1 if hour is not None else 1)
+        parsed = piece_of_groups(groups)
+        if parsed is None:
+            log.warning("carried hour sums disagree with the slots read; seeding by grouping")
+            return None
+        pieces.append(parsed[0])
+        metas.append(parsed[1])
+    log.debug("seeded from %d carried hours and %d slots read", len(by_hour), len(read))
+    return Windows.from_pieces(slot, pieces, metas)
+
+
 def _carry(reader, store, slot, current_future, save):
     """The windows at slot from the stored ones: by stepping, by undoing a slot and stepping
     again (a rerun), or by seeding."""
@@ -559,7 +724,7 @@ def _carry(reader, store, slot, current_future, save):
     near = (previous is not None and previous < slot <= previous + MAX_STEPS * SLOT
             and slot - windows.seeded < RESEED_AFTER)
     if not rerun and not near:
-        windows = _seed(reader, slot)
+        windows = _seed_carried(reader, store.data_dir, slot) or _seed(reader, slot)
         current, current_meta = parse_slot(current_future.result())
         if previous is not None and previous > slot:
             # A backfill behind the regular runs: their state stays as it is, unless this
