@@ -132,13 +132,38 @@ def piece_queries(slot, newer, older):
                   schema.SERIES_KEY + META))
 
 
-def rollup_query(slot, days):
-    """sum(jobs_sum) and sum(samples) per series over the `days` complete days before T's."""
+def rollup_query(slot, days, after=0):
+    """sum(jobs_sum) and sum(samples) per series over the complete days before T's, from the
+    `after`+1-th to the `days`-th."""
     day = day_start(slot)
     return _flat([(f"sum({quote_ident('jobs_sum')})", "jobs_sum"),
                   (f"sum({quote_ident('samples')})", "samples")], schema.JOBS_1D.qualified,
-                 f"time >= {time_literal(day - days * DAY)} AND time < {time_literal(day)}",
-                 schema.SERIES_KEY)
+                 f"time >= {time_literal(day - days * DAY)} AND "
+                 f"time < {time_literal(day - after * DAY)}", schema.SERIES_KEY)
+
+
+def rollup_ranges():
+    """The disjoint day ranges (after, days) that the rollup windows are unions of: each day
+    is read once (7 days, then 23 more), not 7 + 30."""
+    ends = sorted(DAY_WINDOWS.values())
+    return list(zip([0] + ends[:-1], ends))
+
+
+def window_sums(by_range):
+    """{window: {key: (sum, samples)}} from {(after, days): {key: (sum, samples)}}. jobs_sum
+    values are integers (sums of job counts), so adding the ranges' float sums is exact."""
+    out = {}
+    for name, days in DAY_WINDOWS.items():
+        sums = {}
+        for (_, end), part in sorted(by_range.items()):
+            if end > days:
+                continue
+            for key, (total, samples) in part.items():
+                have = sums.get(key)
+                sums[key] = (total, samples) if have is None else (have[0] + total,
+                                                                  have[1] + samples)
+        out[name] = sums
+    return out
 
 
 def yesterday_query(slot):
@@ -510,8 +535,8 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
         rollup = rollup_cache.load(slot) if rollup_cache is not None else None
         rollup_futures = None
         if rollup is None:
-            rollup_futures = ({name: reader.submit(rollup_query(slot, days))
-                               for name, days in DAY_WINDOWS.items()},
+            rollup_futures = ({r: reader.submit(rollup_query(slot, r[1], r[0]))
+                               for r in rollup_ranges()},
                               reader.submit(yesterday_query(slot)))
         if data_dir is None:
             windows, how = _seed(reader, slot), "seeded"
@@ -524,8 +549,8 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
                                                              save)
         if rollup_futures is not None:
             futures, yesterday = rollup_futures
-            rollup = rollup_averages({name: parse_rollup(f.result())
-                                      for name, f in futures.items()})
+            rollup = rollup_averages(window_sums({r: parse_rollup(f.result())
+                                                  for r, f in futures.items()}))
             complete = any(row[1] for s in yesterday.result() for row in s.get("values") or ())
             if rollup_cache is not None and save:
                 rollup_cache.save(slot, complete, rollup)
