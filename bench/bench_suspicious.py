@@ -52,6 +52,9 @@ STEPS = (("averages", re.compile(r"queries in ([\d.]+) s")),
          ("MySQL", re.compile(r"MySQL: .* in ([\d.]+) s")))
 
 
+SEEDED = re.compile(r"seeded from \d+ carried hours and \d+ slots read")
+
+
 def load_history(influx, sim, slot, data_dir, days=30, slots=143):
     """`days` days of 1d rollup and `slots` slots of 10m points before slot, the latter with
     their hour sums carried under data_dir as fetch_queues.py carries them (the seed uses
@@ -216,10 +219,13 @@ def main():
                 timed([sys.executable, str(ROOT / "fetch_queues.py"), "--config", str(config),
                        "--timestamp", f"{at:%Y-%m-%d %H:%M:%S}"])
 
+            seeds = []
+
             def run(at):
                 wall, err = timed([sys.executable, str(ROOT / "suspicious.py"), "--config",
                                    str(config), "--timestamp", f"{at:%Y-%m-%d %H:%M:%S}",
                                    "--debug"])
+                seeds.extend(SEEDED.findall(err))
                 return wall, steps_of(err)
 
             fetch(slot)
@@ -283,7 +289,8 @@ def main():
     print(f"Data: {series:,} series a slot, 143 + {2 + RUNS} slots of 10m points, 30 days of "
           f"1d rollup (written in {load_s:.0f} s); {flags} flags at the last slot"
           + (f", the top site flag {top_site[3]} {top_site[4]} {top_site[2]} "
-             f"(score {top_site[1]:,.0f})" if top_site else "") + ".\n")
+             f"(score {top_site[1]:,.0f})" if top_site else "")
+          + f". The first run {seeds[0] if seeds else 'seeded by grouping'}.\n")
     print("| run | wall | averages | flags + encode | InfluxDB write | MySQL | "
           "reference / run |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -316,10 +323,109 @@ def main():
           "slows every figure).")
 
 
+# --growth (issue 15): the seeding and steady runs at each size, with a short history that is
+# the same at every size; one JSON line per (what, size) to the file QMONIT_BENCH_GROWTH names.
+GROWTH_SIZES = (25000, 63000, 250000)
+GROWTH_SLOTS = 18       # 3 h of 10m history before T
+GROWTH_DAYS = 3         # days of 1d rollup
+GROWTH_NOTE = f"{GROWTH_SLOTS // 6} h of 10m history (hour sums carried), {GROWTH_DAYS} days of 1d"
+
+
+def run_rss(cmd):
+    """(wall seconds, stderr, peak RSS MiB of that process: os.wait4 gives its own rusage)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd[1:3]))} failed: {err[-800:]}")
+    return wall, err, usage.ru_maxrss / 1024
+
+
+def record(what, series, wall_s, rss_mib, runs, note):
+    line = json.dumps({"script": "suspicious.py", "what": what, "series": int(series),
+                       "wall_s": round(wall_s, 3), "rss_mib": round(rss_mib, 1), "runs": runs,
+                       "note": note})
+    path = os.environ.get("QMONIT_BENCH_GROWTH")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    print(line, flush=True)
+
+
+def growth_size(size, workdir):
+    from conftest import write_config
+
+    from qmonit.dev.simulator import Simulator
+    from qmonit.jobs import averages
+    influx_server = devservers.start_influxdb(workdir / f"influx{size}")
+    maria = devservers.start_mariadb(workdir / f"maria{size}")
+    sim = Simulator(seed=5, series=size)
+    sim.start()
+    data_dir = workdir / f"data{size}"
+    try:
+        config = write_config(workdir / f"c{size}.cfg", influx_server.url, maria.port,
+                              "monit_jobs", sim.url, data_dir)
+        config.write_text(config.read_text().replace(
+            "[influxdb]\n", f"[influxdb]\ntimeout = {TIMEOUT_S}\n"))
+        influx = Influx(influx_server.url, "monit_jobs", timeout=600)
+        influx.ensure_database()
+        slot = transform.slot_of(dt.datetime.now(dt.UTC)) - 6 * SLOT
+        load_history(influx, sim, slot, data_dir, GROWTH_DAYS, GROWTH_SLOTS)
+
+        def fetch(at):
+            sim.set_time(at)
+            timed([sys.executable, str(ROOT / "fetch_queues.py"), "--config", str(config),
+                   "--timestamp", f"{at:%Y-%m-%d %H:%M:%S}"])
+
+        def run(at):
+            return run_rss([sys.executable, str(ROOT / "suspicious.py"), "--config",
+                            str(config), "--timestamp", f"{at:%Y-%m-%d %H:%M:%S}", "--debug"])
+
+        fetch(slot)
+        settle(influx_server.proc.pid, limit=120)
+        series = sim.series_count(slot, 10)
+        wall, err, rss = run(slot)
+        carried = SEEDED.search(err)
+        record("seeding run (first)", series, wall, rss, 1,
+               GROWTH_NOTE + ("; " + carried.group(0) if carried else "; grouped seed"))
+        fetch(slot + SLOT)
+        run(slot + SLOT)
+        store = averages.Store(data_dir)
+        runs = 1 if size >= 200000 else RUNS
+        steady = []
+        for k in range(2, 2 + runs):
+            at = slot + k * SLOT
+            for length in averages.WINDOWS.values():
+                if not store.has_slot(at - length):
+                    store.put_slot(at - length, *averages.parse_slot(
+                        influx.query(averages.slot_query(at - length))[0]))
+            fetch(at)
+            steady.append(run(at))
+        record("steady run", series, statistics.median(w for w, _, _ in steady),
+               max(r for _, _, r in steady), runs, GROWTH_NOTE)
+    finally:
+        sim.stop()
+        influx_server.stop()
+        maria.stop()
+
+
+def growth(sizes=GROWTH_SIZES):
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            growth_size(size, Path(tmp))
+
+
 if __name__ == "__main__":
     # Stopped from outside: still stop the servers (the finally clauses).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if sys.argv[1:2] == ["--reference"]:
         reference(*sys.argv[2:6])
+    elif "--growth" in sys.argv[1:]:
+        # --sizes 25000,63000: a subset (for a quick check).
+        sizes = (tuple(int(n) for n in sys.argv[sys.argv.index("--sizes") + 1].split(","))
+                 if "--sizes" in sys.argv else GROWTH_SIZES)
+        growth(sizes)
     else:
         main()

@@ -734,7 +734,8 @@ def _seed_carried(reader, data_dir, slot):
             return None
         pieces.append(parsed[0])
         metas.append(parsed[1])
-    log.debug("seeded from %d carried hours and %d slots read", len(by_hour), len(read))
+    log.debug("seeded from %d carried hours and %d slots read",
+              sum(1 for groups in by_hour.values() if groups), len(read))
     return Windows.from_pieces(slot, pieces, metas)
 
 
