@@ -667,75 +667,93 @@ def _seed_carried(reader, data_dir, slot):
     minus it: jobs are integers, so this is exact). An hour's sums are used only when its
     parts are slots up to T and their points are as many as InfluxDB holds in the hour up to
     T (one count query, not grouped by series); otherwise its slots are read. None: seed by
-    grouping."""
+    grouping. Memory: one hour's sums and at most a few slots are held at a time."""
     end = _epoch(slot)
-    first = end - int(WINDOWS["avg24h"].total_seconds()) + int(SLOT.total_seconds())
+    step = int(SLOT.total_seconds())
+    first = end - int(WINDOWS["avg24h"].total_seconds()) + step
     start = first - first % HOUR
     counts_future = reader.submit(counts_query(
         dt.datetime.fromtimestamp(start, dt.UTC), slot))
-    step = int(SLOT.total_seconds())
     carried = rollups.Carried(data_dir, "1h")
-    hours = {}
-    for hour in range(start, end + 1, HOUR):
-        kept = carried.load(hour)
-        if kept is not None:
-            hours[hour] = kept
+    declared = {hour: carried.parts(hour) for hour in range(start, end + 1, HOUR)}
     counts = {}
     for series in counts_future.result():
         for when, n in series.get("values") or ():
             counts[int(when)] = n or 0
     # An hour without points needs nothing read (nor its sums).
-    trusted = {hour: None for hour in range(start, end + 1, HOUR) if not counts.get(hour)}
-    for hour, (parts, tags, groups) in hours.items():
-        if hour not in trusted and (all(hour <= s <= end and s % step == 0 for s in parts)
-                and counts.get(hour, 0) == rollups.total(parts)):
-            trusted[hour] = (tags, groups)
-    # Per piece and hour: ("sums" minus the slots, or "slots") of the hour.
-    plan, reads = [], set()
+    empty = {hour for hour in declared if not counts.get(hour)}
+    trusted = {hour for hour, parts in declared.items()
+               if hour not in empty and parts
+               and all(hour <= s <= end and s % step == 0 for s in parts)
+               and counts[hour] == rollups.total(parts)}
+    # Per piece, per hour: (hour, slots): the hour's sums minus those slots; (None, slots):
+    # those slots alone.
+    plan = []
     for newer, older in PIECES:
         low = end - int(older.total_seconds())
         high = end - int(newer.total_seconds())
         inside_all = range(low + step, high + step, step)
         piece = []
-        for hour in sorted({s - s % HOUR for s in inside_all}):
+        for hour in sorted({s - s % HOUR for s in inside_all} - empty):
             inside = [s for s in inside_all if hour <= s < hour + HOUR]
             outside = [s for s in range(hour, min(hour + HOUR, end + step), step)
                        if not low < s <= high]
             if hour in trusted and len(outside) < len(inside):
                 piece.append((hour, outside))
-                reads.update(outside)
             else:
                 piece.append((None, inside))
-                reads.update(inside)
         plan.append(piece)
-    if len(reads) > MAX_SLOT_READS:
+    order = [s for piece in plan for _, slots in piece for s in slots]
+    wanted = list(dict.fromkeys(order))
+    if len(wanted) > MAX_SLOT_READS:
         log.debug("carried hour sums cover too little (%d slots to read): seeding by grouping",
-                  len(reads))
+                  len(wanted))
         return None
-    futures = {s: reader.submit(slot_query(dt.datetime.fromtimestamp(s, dt.UTC)))
-               for s in sorted(reads)}
-    read = {s: parse_slot_groups(f.result()) for s, f in futures.items()}
-    by_hour = {}
-    pieces, metas = [], []
+    uses = {s: order.count(s) for s in wanted}
+    futures, parsed = {}, {}
+
+    def submit_ahead(ahead=2):
+        # A slot's answer is large at scale: only a few are read ahead of their use.
+        while wanted and len(futures) < ahead:
+            s = wanted.pop(0)
+            futures[s] = reader.submit(slot_query(dt.datetime.fromtimestamp(s, dt.UTC)))
+
+    def slot_groups(s):
+        if s not in parsed:
+            submit_ahead(1)         # s is among those submitted: they go in order of use
+            parsed[s] = parse_slot_groups(futures.pop(s).result())
+            submit_ahead()
+        groups = parsed[s]
+        uses[s] -= 1
+        if not uses[s]:
+            del parsed[s]
+        return groups
+
+    submit_ahead()
+    pieces, metas, hours_used = [], [], 0
     for piece in plan:
         groups = {}
         for hour, slots in piece:
             if hour is not None:
-                if hour not in by_hour:
-                    by_hour[hour] = hour_groups(*trusted[hour]) if trusted[hour] else {}
-                if by_hour[hour] is None:
+                kept = carried.load(hour)
+                sums = hour_groups(kept[1], kept[2]) if kept and kept[0] == declared[hour] \
+                    else None
+                if sums is None:
+                    log.debug("the carried sums of hour %s are not as declared: seeding by "
+                              "grouping", hour)
                     return None
-                _merge_groups(groups, by_hour[hour], 1)
+                del kept
+                _merge_groups(groups, sums, 1)
+                hours_used += 1
             for s in slots:
-                _merge_groups(groups, read[s], -1 if hour is not None else 1)
-        parsed = piece_of_groups(groups)
-        if parsed is None:
+                _merge_groups(groups, slot_groups(s), -1 if hour is not None else 1)
+        parsed_piece = piece_of_groups(groups)
+        if parsed_piece is None:
             log.warning("carried hour sums disagree with the slots read; seeding by grouping")
             return None
-        pieces.append(parsed[0])
-        metas.append(parsed[1])
-    log.debug("seeded from %d carried hours and %d slots read",
-              sum(1 for groups in by_hour.values() if groups), len(read))
+        pieces.append(parsed_piece[0])
+        metas.append(parsed_piece[1])
+    log.debug("seeded from %d carried hours and %d slots read", hours_used, len(uses))
     return Windows.from_pieces(slot, pieces, metas)
 
 
