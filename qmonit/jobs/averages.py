@@ -9,9 +9,12 @@ How, without pulling raw history point by point. In InfluxDB 1.x a GROUP BY over
 thousands of series costs mostly per series and per aggregate (about 4 s of server CPU per call
 over 24 h at 25k series), while reading the points of one slot without grouping is cheap. So:
 
-  - seed: the sums and counts of four disjoint pieces of (T - 24h, T] per series, in eight
-    grouped queries run two at a time. Used for the first run, after a gap of more than
-    MAX_STEPS slots, for a slot older than the last one computed, and without a data_dir.
+  - seed: the sums and counts of four disjoint pieces of (T - 24h, T] per series. Used for
+    the first run, after a gap of more than MAX_STEPS slots, for a slot older than the last
+    one computed, and without a data_dir. With a data_dir, from the hour sums that
+    fetch_queues.py carries for the 1h rollup (_seed_carried: one count query checks them, and
+    the slots of the hours a piece boundary cuts are read); otherwise, or when they do not
+    check out, in eight grouped queries run two at a time (_seed).
   - step: afterwards each run reads the points of slot T only (no grouping), adds them to the
     window sums and subtracts the slot that leaves each window (T - 1h, T - 6h, T - 12h,
     T - 24h). The slots read are kept under data_dir/cache/averages, so what leaves a window is
