@@ -679,6 +679,11 @@ def piece_of_groups(groups):
     return sums, meta
 
 
+# Seed from the carried hour sums when they check out (False: always by grouping). Measured
+# at 8k series on a busy machine: about as fast as grouping (the per-hour count and the slot
+# reads cost InfluxDB about what the grouped queries do), but it holds one hour's sums and a
+# few slots at a time instead of eight grouped answers.
+SEED_FROM_CARRIED = True
 # An hour whose carried sums cannot be used is read slot by slot; beyond this many such
 # slots the seed groups in InfluxDB instead.
 MAX_SLOT_READS = 36
@@ -712,7 +717,7 @@ def _seed_carried(reader, data_dir, slot):
                and counts[hour] == rollups.total(parts)}
     # Per piece, per hour: (hour, slots): the hour's sums minus those slots; (None, slots):
     # those slots alone.
-    plan = []
+    plan, claimed = [], set()
     for newer, older in PIECES:
         low = end - int(older.total_seconds())
         high = end - int(newer.total_seconds())
@@ -722,7 +727,9 @@ def _seed_carried(reader, data_dir, slot):
             inside = [s for s in inside_all if hour <= s < hour + HOUR]
             outside = [s for s in range(hour, min(hour + HOUR, end + step), step)
                        if not low < s <= high]
-            if hour in trusted and len(outside) < len(inside):
+            # A cut in the middle: the newer piece takes the sums, the older reads its half.
+            if hour in trusted and hour not in claimed and len(outside) <= len(inside):
+                claimed.add(hour)
                 piece.append((hour, outside))
             else:
                 piece.append((None, inside))
@@ -802,7 +809,8 @@ def _carry(reader, store, slot, current_future, save):
     near = (previous is not None and previous < slot <= previous + MAX_STEPS * SLOT
             and slot - windows.seeded < RESEED_AFTER)
     if not rerun and not near:
-        windows = _seed_carried(reader, store.data_dir, slot) or _seed(reader, slot)
+        windows = (SEED_FROM_CARRIED and _seed_carried(reader, store.data_dir, slot)
+                   or _seed(reader, slot))
         current, current_meta = parse_slot(current_future.result())
         if previous is not None and previous > slot:
             # A backfill behind the regular runs: their state stays as it is, unless this
