@@ -11,7 +11,8 @@ over 24 h at 25k series), while reading the points of one slot without grouping 
 
   - seed: the sums and counts of four disjoint pieces of (T - 24h, T] per series. Used for
     the first run, after a gap of more than MAX_STEPS slots, for a slot older than the last
-    one computed, and without a data_dir. With a data_dir, from the hour sums that
+    one computed, and without a data_dir. With a data_dir and SEED_FROM_CARRIED (off: no
+    faster where measured), from the hour sums that
     fetch_queues.py carries for the 1h rollup (_seed_carried: one count query checks them, and
     the slots of the hours a piece boundary cuts are read); otherwise, or when they do not
     check out, in eight grouped queries run two at a time (_seed).
@@ -679,11 +680,11 @@ def piece_of_groups(groups):
     return sums, meta
 
 
-# Seed from the carried hour sums when they check out (False: always by grouping). Measured
-# at 8k series on a busy machine: about as fast as grouping (the per-hour count and the slot
-# reads cost InfluxDB about what the grouped queries do), but it holds one hour's sums and a
-# few slots at a time instead of eight grouped answers.
-SEED_FROM_CARRIED = True
+# Seed from the carried hour sums when they check out. Off: measured on a busy machine it was
+# no faster than grouping (8k series: 7.1-8.4 s vs 7.3-7.7 s; 25k: 27.7 s vs 22.2 s): the
+# per-hour count(jobs) alone costs InfluxDB ~5 s at 25k, a third of the grouped queries, and
+# each slot read ~0.5-1 s. Exact either way (tests/jobs/test_averages_carried.py).
+SEED_FROM_CARRIED = False
 # An hour whose carried sums cannot be used is read slot by slot; beyond this many such
 # slots the seed groups in InfluxDB instead.
 MAX_SLOT_READS = 36
