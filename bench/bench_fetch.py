@@ -6,12 +6,14 @@ the series), then 5 cycles of the real fetch_queues.py, each a new slot. Reporte
 time of a cycle, the writer's points/s (from its --debug line) against the raw line-protocol
 ingest rate of the same InfluxDB on the same lines (one POST, median of 5, measured in between
 the cycles), and the peak RSS of the fetch_queues.py process.
+
+With --growth: the same cycle at 25k, 63k and 250k series (one warm-up cycle, then 3 cycles,
+2 at 250k; no raw-ingest reference), appended to the growth table (bench/growth.py).
 """
 import datetime as dt
-import os
 import re
+import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import growth  # noqa: E402
 import requests  # noqa: E402
 from conftest import write_config  # noqa: E402
 
@@ -40,15 +44,9 @@ def cycle(config, slot):
     """One fetch_queues.py run; (wall seconds, points, write seconds, peak RSS MiB)."""
     cmd = [sys.executable, str(ROOT / "fetch_queues.py"), "--config", str(config), "--debug",
            "--timestamp", slot.strftime("%Y-%m-%d %H:%M:%S")]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"fetch_queues.py failed: {err[-500:]}")
+    wall, err, rss = growth.run(cmd)
     points, seconds = WRITE_LINE.search(err).groups()
-    return wall, int(points), float(seconds), usage.ru_maxrss / 1024
+    return wall, int(points), float(seconds), rss
 
 
 def raw_ingest(influx_url, lines):
@@ -61,7 +59,7 @@ def raw_ingest(influx_url, lines):
     return len(lines) / elapsed
 
 
-def measure(series, workdir):
+def measure(series, workdir, runs=RUNS, raw=True):
     influx = devservers.start_influxdb(workdir / f"influx{series}")
     maria = devservers.start_mariadb(workdir / f"maria{series}")
     sim = Simulator(seed=11, series=series)
@@ -75,23 +73,35 @@ def measure(series, workdir):
         queues = cric.queue_metadata(sim.cric_data("pandaqueue"))
         walls, rates, raws, rss = [], [], [], []
         n = 0
-        for i in range(1, RUNS + 1):
+        for i in range(1, runs + 1):
             slot = T0 + dt.timedelta(minutes=10 * i)
             sim.set_time(slot)
             wall, n, write_s, peak = cycle(config, slot)
             walls.append(wall)
             rates.append(n / write_s)
             rss.append(peak)
+            if not raw:
+                continue
             # The same lines as a cycle writes, into a slot of their own, as one raw POST.
             raw_slot = slot + dt.timedelta(minutes=5)
             lines = transform.job_lines(stats, queues, {}, raw_slot, 10)
             raws.append(raw_ingest(influx.url, lines))
         return {"series": n, "wall": statistics.median(walls), "rate": statistics.median(rates),
-                "raw": statistics.median(raws), "rss": max(rss)}
+                "raw": statistics.median(raws) if raws else None, "rss": max(rss), "runs": runs}
     finally:
         sim.stop()
         influx.stop()
         maria.stop()
+
+
+def main_growth():
+    with tempfile.TemporaryDirectory() as tmp:
+        for series in growth.SIZES:
+            r = measure(series, Path(tmp), runs=growth.runs_at(series), raw=False)
+            growth.record("fetch_queues.py", "one 10-minute cycle", r["series"], r["wall"],
+                          r["rss"], r["runs"], "1 warm-up cycle, then one cycle a new slot")
+            print(f"fetch_queues.py at {r['series']:,} series: {r['wall']:.2f} s, "
+                  f"{r['rss']:.0f} MiB", file=sys.stderr)
 
 
 def main():
@@ -117,4 +127,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    # Stopped from outside (bench.py's time limit): still stop the servers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if growth.wanted(sys.argv[1:]):
+        main_growth()
+    else:
+        main()
