@@ -8,7 +8,8 @@ ingest rate of the same InfluxDB on the same lines (one POST, median of 5, measu
 the cycles), and the peak RSS of the fetch_queues.py process.
 
 With --growth: the same cycle at 25k, 63k and 250k series (one warm-up cycle, then 3 cycles,
-2 at 250k; no raw-ingest reference), appended to the growth table (bench/growth.py).
+2 at 250k), and beside it the raw POST of the same lines (the server's own growth), appended
+to the growth table (bench/growth.py).
 """
 import datetime as dt
 import re
@@ -97,9 +98,12 @@ def measure(series, workdir, runs=RUNS, raw=True):
 def main_growth():
     with tempfile.TemporaryDirectory() as tmp:
         for series in growth.SIZES:
-            r = measure(series, Path(tmp), runs=growth.runs_at(series), raw=False)
+            r = measure(series, Path(tmp), runs=growth.runs_at(series))
             growth.record("fetch_queues.py", "one 10-minute cycle", r["series"], r["wall"],
                           r["rss"], r["runs"], "1 warm-up cycle, then one cycle a new slot")
+            growth.record("InfluxDB (reference)", "raw POST of a cycle's lines", r["series"],
+                          r["series"] / r["raw"], None, r["runs"],
+                          "one POST after each fetch cycle, into a slot of its own")
             print(f"fetch_queues.py at {r['series']:,} series: {r['wall']:.2f} s, "
                   f"{r['rss']:.0f} MiB", file=sys.stderr)
 

@@ -41,9 +41,11 @@ def run(cmd, env=None):
 
 
 def record(script, what, series, wall_s, rss_mib, runs, note=""):
-    """Append one measurement to the QMONIT_BENCH_GROWTH file (or print it when unset)."""
+    """Append one measurement to the QMONIT_BENCH_GROWTH file (or print it when unset).
+    rss_mib None: not a script of the project (a reference), no RSS limit."""
     line = json.dumps({"script": script, "what": what, "series": int(series),
-                       "wall_s": round(wall_s, 3), "rss_mib": round(rss_mib, 1),
+                       "wall_s": round(wall_s, 3),
+                       "rss_mib": None if rss_mib is None else round(rss_mib, 1),
                        "runs": runs, "note": note})
     path = os.environ.get(ENV)
     if path:
