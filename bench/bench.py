@@ -195,7 +195,7 @@ def growth_section(rows, missing):
             out.append(f"| {script} | {what} | {r['series']:,} | {r['wall_s']:.2f} s | "
                        f"{per_k[i]:.1f} ms | {rss} | {r.get('runs', '')} | "
                        + " | ".join(cells) + " |")
-        note = "; ".join(sorted({r["note"] for r in group if r.get("note")}))
+        note = "; ".join(dict.fromkeys(r["note"] for r in group if r.get("note")))
         if note:
             notes.append(f"- {script}, {what}: {note}.")
     for name, why in missing.items():

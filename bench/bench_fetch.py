@@ -39,6 +39,13 @@ RUNS = 5
 T0 = (dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
       - dt.timedelta(days=1))
 WRITE_LINE = re.compile(r"InfluxDB: (\d+) points in ([\d.]+) s")
+# Where a cycle's time goes, from its --debug lines (the growth table's notes).
+STEPS = (("PanDA", re.compile(r"PanDA: .* in ([\d.]+) s")),
+         ("CRIC", re.compile(r"CRIC: .* in ([\d.]+) s")),
+         ("transform", re.compile(r"transform ([\d.]+) s")),
+         ("carried sums", re.compile(r"carried the rollup sums .* in ([\d.]+) s")),
+         ("InfluxDB write (carry included)", WRITE_LINE),
+         ("MySQL", re.compile(r"MySQL: .* in ([\d.]+) s")))
 
 
 def cycle(config, slot):
@@ -47,7 +54,11 @@ def cycle(config, slot):
            "--timestamp", slot.strftime("%Y-%m-%d %H:%M:%S")]
     wall, err, rss = growth.run(cmd)
     points, seconds = WRITE_LINE.search(err).groups()
-    return wall, int(points), float(seconds), rss
+    steps = {}
+    for name, pattern in STEPS:
+        match = pattern.search(err)
+        steps[name] = float(match.groups()[-1]) if match else float("nan")
+    return wall, int(points), float(seconds), rss, steps
 
 
 def raw_ingest(influx_url, lines):
@@ -72,13 +83,14 @@ def measure(series, workdir, runs=RUNS, raw=True):
         cycle(config, T0)  # warm-up: database, policies, series, table
         stats = sim.expected_stats(T0, 10)
         queues = cric.queue_metadata(sim.cric_data("pandaqueue"))
-        walls, rates, raws, rss = [], [], [], []
+        walls, rates, raws, rss, steps = [], [], [], [], []
         n = 0
         for i in range(1, runs + 1):
             slot = T0 + dt.timedelta(minutes=10 * i)
             sim.set_time(slot)
-            wall, n, write_s, peak = cycle(config, slot)
+            wall, n, write_s, peak, step = cycle(config, slot)
             walls.append(wall)
+            steps.append(step)
             rates.append(n / write_s)
             rss.append(peak)
             if not raw:
@@ -88,7 +100,8 @@ def measure(series, workdir, runs=RUNS, raw=True):
             lines = transform.job_lines(stats, queues, {}, raw_slot, 10)
             raws.append(raw_ingest(influx.url, lines))
         return {"series": n, "wall": statistics.median(walls), "rate": statistics.median(rates),
-                "raw": statistics.median(raws) if raws else None, "rss": max(rss), "runs": runs}
+                "raw": statistics.median(raws) if raws else None, "rss": max(rss), "runs": runs,
+                "steps": {name: statistics.median(s[name] for s in steps) for name, _ in STEPS}}
     finally:
         sim.stop()
         influx.stop()
@@ -99,8 +112,10 @@ def main_growth():
     with tempfile.TemporaryDirectory() as tmp:
         for series in growth.SIZES:
             r = measure(series, Path(tmp), runs=growth.runs_at(series))
+            split = ", ".join(f"{name} {sec:.2f} s" for name, sec in r["steps"].items())
             growth.record("fetch_queues.py", "one 10-minute cycle", r["series"], r["wall"],
-                          r["rss"], r["runs"], "1 warm-up cycle, then one cycle a new slot")
+                          r["rss"], r["runs"], "1 warm-up cycle, then one cycle a new slot; "
+                          f"at {r['series'] // 1000}k: {split}")
             growth.record("InfluxDB (reference)", "raw POST of a cycle's lines", r["series"],
                           r["series"] / r["raw"], None, r["runs"],
                           "one POST after each fetch cycle, into a slot of its own")
