@@ -195,7 +195,9 @@ def growth_section(rows, missing):
             out.append(f"| {script} | {what} | {r['series']:,} | {r['wall_s']:.2f} s | "
                        f"{per_k[i]:.1f} ms | {rss} | {r.get('runs', '')} | "
                        + " | ".join(cells) + " |")
-        note = "; ".join(dict.fromkeys(r["note"] for r in group if r.get("note")))
+        # The parts of the notes (split at "; "), each once, in the order of the sizes.
+        note = "; ".join(dict.fromkeys(part for r in group if r.get("note")
+                                       for part in r["note"].split("; ")))
         if note:
             notes.append(f"- {script}, {what}: {note}.")
     for name, why in missing.items():
