@@ -34,6 +34,8 @@ GROWTH_LIMIT_S = 10 * 60
 # Issue 15: time per 1k series may grow at most 1.3x from 25k to 250k; RSS <= 1 GB at 250k.
 MAX_GROWTH = 1.3
 MAX_RSS_BYTES = 1e9
+# A script whose largest size measured is below this has no verdict (250k missing).
+LARGEST_MIN = 200000
 # Benches left out of the growth table on purpose, and why.
 NO_GROWTH = {"bench_cycle": "run.sh's two scripts are in the table from bench_fetch and "
                             "bench_suspicious"}
@@ -180,7 +182,11 @@ def growth_section(rows, missing):
         per_k = [r["wall_s"] * 1000 / (r["series"] / 1000) for r in group]
         for i, r in enumerate(group):
             cells = ["", "", ""]
-            if i == len(group) - 1 and len(group) > 1:
+            if i == len(group) - 1 and r["series"] < LARGEST_MIN:
+                cells = ["", "", "not measured at 250k"]
+            elif i == len(group) - 1 and len(group) == 1:
+                cells = ["", "", "one size only"]
+            elif i == len(group) - 1:
                 ratio = per_k[-1] / per_k[0]
                 rss_ok = r["rss_mib"] is None or r["rss_mib"] * 1048576 <= MAX_RSS_BYTES
                 ok = ratio <= MAX_GROWTH and rss_ok
@@ -189,8 +195,6 @@ def growth_section(rows, missing):
                 else:
                     cells = [f"{ratio:.2f}×", "yes" if rss_ok else "no",
                              "PASS" if ok else "FAIL"]
-            elif i == len(group) - 1:
-                cells = ["one size only", "", "not measured"]
             rss = "" if r["rss_mib"] is None else f"{r['rss_mib']:.0f} MiB"
             out.append(f"| {script} | {what} | {r['series']:,} | {r['wall_s']:.2f} s | "
                        f"{per_k[i]:.1f} ms | {rss} | {r.get('runs', '')} | "

@@ -94,8 +94,8 @@ def main_growth():
         for series in growth.SIZES:
             r = measure(series, Path(tmp), runs=growth.runs_at(series), startup=False)
             growth.record("datadisk.py", "one hourly run", r["series"], r["wall"], r["rss"],
-                          r["runs"], f"1 fetch cycle, 1 warm-up run; {r['datadisks']} "
-                          "datadisks")
+                          r["runs"], f"1 fetch cycle, 1 warm-up run; at {r['series'] // 1000}k: "
+                          f"{r['datadisks']} datadisks")
             print(f"datadisk.py at {r['series']:,} series: {r['wall']:.2f} s, "
                   f"{r['rss']:.0f} MiB", file=sys.stderr)
 
@@ -106,7 +106,7 @@ def main():
         for series in (25000, 63000):
             results.append(measure(series, Path(tmp)))
     print("## datadisk.py: one hourly run\n")
-    print(__doc__.strip().split("\n\n", 1)[1].replace("\n", " ") + "\n")
+    print(__doc__.strip().split("\n\n")[1].replace("\n", " ") + "\n")
     print("| series | datadisks | run wall (median of 5) | start-up alone | run / start-up | "
           "fetch_queues.py cycle | run / fetch cycle |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
