@@ -23,10 +23,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import growth  # noqa: E402
 import psutil  # noqa: E402
-from conftest import write_config  # noqa: E402
 
 from qmonit.dev import devservers  # noqa: E402
 from qmonit.dev.simulator import Simulator  # noqa: E402
@@ -88,8 +88,8 @@ def main(series=SERIES):
         sim = Simulator(seed=11, series=series)
         sim.start()
         try:
-            config = write_config(tmp / "c.cfg", influx.url, maria.port, "monit_jobs", sim.url,
-                                  tmp / "data")
+            config = growth.write_config(tmp / "c.cfg", influx.url, maria.port, "monit_jobs",
+                                         sim.url, tmp / "data")
             # The last measured slot is the latest one: inside every retention policy.
             first = transform.slot_of(dt.datetime.now(dt.UTC)) - (WARMUP + RUNS) * SLOT
             warm, measured = [], []

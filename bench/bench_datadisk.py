@@ -22,11 +22,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import growth  # noqa: E402
-from conftest import write_config  # noqa: E402
 
 from qmonit.dev import devservers  # noqa: E402
 from qmonit.dev.simulator import Simulator, config_urls  # noqa: E402
@@ -57,8 +55,8 @@ def measure(series, workdir, runs=RUNS, startup=True):
     try:
         extra = (f"\n[credentials_monit_grafana]\nurl = {config_urls(sim.url)['monit_url']}\n"
                  "token = bench-token\n")
-        config = write_config(workdir / f"c{series}.cfg", influx.url, maria.port, "monit_jobs",
-                              sim.url, workdir / f"data{series}", extra)
+        config = growth.write_config(workdir / f"c{series}.cfg", influx.url, maria.port,
+                                     "monit_jobs", sim.url, workdir / f"data{series}", extra)
         sim.set_time(T0)
         fetch_wall, _ = timed([sys.executable, str(ROOT / "fetch_queues.py"), "--config",
                                str(config), "--timestamp", f"{T0:%Y-%m-%d %H:%M:%S}"])

@@ -22,12 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import growth  # noqa: E402
 import requests  # noqa: E402
-from conftest import write_config  # noqa: E402
 
 from qmonit.dev import devservers  # noqa: E402
 from qmonit.dev.simulator import Simulator  # noqa: E402
@@ -87,8 +85,8 @@ def measure(series, workdir, runs=RUNS, batch=None):
     sim = Simulator(seed=11, series=series)
     sim.start()
     try:
-        config = write_config(workdir / f"c{series}.cfg", influx.url, maria.port,
-                              "monit_jobs", sim.url, workdir / f"data{series}")
+        config = growth.write_config(workdir / f"c{series}.cfg", influx.url, maria.port,
+                                     "monit_jobs", sim.url, workdir / f"data{series}")
         sim.set_time(T0)
         cycle(config, T0)  # warm-up: database, policies, series, table
         stats = sim.expected_stats(T0, 10)

@@ -13,6 +13,15 @@ SIZES = (25000, 63000, 250000)
 ENV = "QMONIT_BENCH_GROWTH"
 
 
+def write_config(path, influx_url, mysql_port, database, sim_url, data_dir, extra=""):
+    """A config for the private servers and the simulator with the default timeouts (the
+    tests' 5 s for PanDA and CRIC is too short for a 29 MB CRIC document at 250k series on a
+    busy machine)."""
+    from qmonit.dev.configfile import config_text  # here: bench.py has no qmonit on its path
+    path.write_text(config_text(influx_url, mysql_port, database, sim_url, data_dir) + extra)
+    return path
+
+
 def wanted(argv):
     return "--growth" in argv
 
