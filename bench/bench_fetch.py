@@ -4,11 +4,12 @@
 For each size: private InfluxDB and MariaDB, the simulator, one warm-up cycle (it creates
 the series), then 5 cycles of the real fetch_queues.py, each a new slot. Reported: median wall
 time of a cycle, the writer's points/s (from its --debug line) against the raw line-protocol
-ingest rate of the same InfluxDB on the same lines (one POST, median of 5, measured in between
-the cycles), and the peak RSS of the fetch_queues.py process.
+ingest rate of the same InfluxDB on the same lines (POSTs of the writer's batch size, 20,000
+lines, one after the other; median of 5, measured in between the cycles), and the peak RSS of
+the fetch_queues.py process.
 
 With --growth: the same cycle at 25k, 63k and 250k series (one warm-up cycle, then 3 cycles,
-2 at 250k), and beside it the raw POST of the same lines (the server's own growth), appended
+2 at 250k), and beside it the raw POSTs of the same lines (the server's own growth), appended
 to the growth table (bench/growth.py).
 """
 import datetime as dt
@@ -34,9 +35,9 @@ from qmonit.sinks.influx import BATCH_LINES  # noqa: E402
 from qmonit.sources import cric  # noqa: E402
 
 RUNS = 5
-# --growth: the raw reference in POSTs of as many lines as the writer's batches (at 250k
-# series one POST is past influxd's body limit and write timeout).
-GROWTH_BATCH = BATCH_LINES
+# The raw reference in POSTs of as many lines as the writer's batches: one POST of 63k lines
+# can outlast influxd's write timeout on a busy machine, one of 250k its body limit.
+RAW_BATCH = BATCH_LINES
 # Yesterday's midnight: the slots fall inside the 10m policy whatever day the bench runs.
 T0 = (dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
       - dt.timedelta(days=1))
@@ -79,7 +80,7 @@ def raw_ingest(influx_url, lines, batch=None):
     return len(lines) / elapsed
 
 
-def measure(series, workdir, runs=RUNS, batch=None):
+def measure(series, workdir, runs=RUNS, batch=RAW_BATCH):
     influx = devservers.start_influxdb(workdir / f"influx{series}")
     maria = devservers.start_mariadb(workdir / f"maria{series}")
     sim = Simulator(seed=11, series=series)
@@ -117,14 +118,14 @@ def measure(series, workdir, runs=RUNS, batch=None):
 def main_growth():
     with tempfile.TemporaryDirectory() as tmp:
         for series in growth.SIZES:
-            r = measure(series, Path(tmp), runs=growth.runs_at(series), batch=GROWTH_BATCH)
+            r = measure(series, Path(tmp), runs=growth.runs_at(series))
             split = ", ".join(f"{name} {sec:.2f} s" for name, sec in r["steps"].items())
             growth.record("fetch_queues.py", "one 10-minute cycle", r["series"], r["wall"],
                           r["rss"], r["runs"], "1 warm-up cycle, then one cycle a new slot; "
                           f"at {r['series'] // 1000}k: {split}")
             growth.record("InfluxDB (reference)", "raw POST of a cycle's lines", r["series"],
                           r["series"] / r["raw"], None, r["runs"],
-                          f"POSTs of {GROWTH_BATCH:,} lines after each fetch cycle, into a "
+                          f"POSTs of {RAW_BATCH:,} lines after each fetch cycle, into a "
                           "slot of its own")
             print(f"fetch_queues.py at {r['series']:,} series: {r['wall']:.2f} s, "
                   f"{r['rss']:.0f} MiB", file=sys.stderr)
