@@ -9,13 +9,9 @@ How, without pulling raw history point by point. In InfluxDB 1.x a GROUP BY over
 thousands of series costs mostly per series and per aggregate (about 4 s of server CPU per call
 over 24 h at 25k series), while reading the points of one slot without grouping is cheap. So:
 
-  - seed: the sums and counts of four disjoint pieces of (T - 24h, T] per series. Used for
-    the first run, after a gap of more than MAX_STEPS slots, for a slot older than the last
-    one computed, and without a data_dir. With a data_dir and SEED_FROM_CARRIED (off: no
-    faster where measured), from the hour sums that
-    fetch_queues.py carries for the 1h rollup (_seed_carried: one count query checks them, and
-    the slots of the hours a piece boundary cuts are read); otherwise, or when they do not
-    check out, in eight grouped queries run two at a time (_seed).
+  - seed: the sums and counts of four disjoint pieces of (T - 24h, T] per series, in eight
+    grouped queries run two at a time. Used for the first run, after a gap of more than
+    MAX_STEPS slots, for a slot older than the last one computed, and without a data_dir.
   - step: afterwards each run reads the points of slot T only (no grouping), adds them to the
     window sums and subtracts the slot that leaves each window (T - 1h, T - 6h, T - 12h,
     T - 24h). The slots read are kept under data_dir/cache/averages, so what leaves a window is
@@ -26,7 +22,10 @@ over 24 h at 25k series), while reading the points of one slot without grouping 
     points changed, and they are seeded again every RESEED_AFTER whatever happens.
 
 The 1d rollup part changes once a day; it is cached in data_dir/cache/rollup_averages.json and
-recomputed when T's day changes, while yesterday's rollup is missing, and every 6 hours.
+recomputed when T's day changes, while yesterday's rollup is missing, and every 6 hours; a run
+that seeds uses the day's cache however old and leaves that refresh to the next run (each costs
+several seconds at ATLAS scale: they never add up in one run). Each day of the 1d rollup is
+read once for both windows (7 days, then 23 more).
 
 One module of ~650 lines on purpose: the queries, the parsers, the window sums, the files that
 carry them between runs and the seed/step computation are one algorithm whose invariants (what
@@ -35,13 +34,10 @@ enters and leaves each window, when carried sums are dropped) are stated above a
 import contextlib
 import datetime as dt
 import fcntl
-import gc
 import gzip
 import json
 import logging
-import operator
 import time
-import zlib
 from collections import namedtuple
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,7 +45,6 @@ from pathlib import Path
 from ..core import schema
 from ..core.files import atomic_write
 from ..core.influxql import quote_ident, time_literal
-from . import rollups
 from .transform import Point
 
 log = logging.getLogger(__name__)
@@ -385,7 +380,6 @@ class Store:
     """The window sums and the slots they were built from, in data_dir/cache/averages/."""
 
     def __init__(self, data_dir):
-        self.data_dir = data_dir
         self.directory = Path(data_dir) / "cache" / "averages"
 
     @contextlib.contextmanager
@@ -489,14 +483,14 @@ class RollupCache:
     def __init__(self, data_dir):
         self.path = Path(data_dir) / "cache" / "rollup_averages.json"
 
-    def load(self, slot):
-        """The cached {key: (avg7d, avg30d)} if still good for slot T, else None."""
+    def load(self, slot, max_age=ROLLUP_CACHE_MAX_AGE):
+        """The cached {key: (avg7d, avg30d)} if computed for slot T's day, complete, at most
+        max_age before T; else None."""
         try:
             with open(self.path, encoding="utf-8") as f:
                 cached = json.load(f)
             good = (cached["day"] == _epoch(day_start(slot)) and cached["complete"]
-                    and 0 <= slot.timestamp() - int(cached["slot"])
-                    < ROLLUP_CACHE_MAX_AGE.total_seconds())
+                    and 0 <= slot.timestamp() - int(cached["slot"]) < max_age.total_seconds())
             if not good:
                 return None
             return {key: tuple(values) for key, values in cached["series"].items()}
@@ -540,11 +534,18 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
         current_future = reader.submit(slot_query(slot))
         rollup_cache = RollupCache(data_dir) if data_dir is not None else None
         rollup = rollup_cache.load(slot) if rollup_cache is not None else None
-        rollup_futures = None
-        if rollup is None:
-            rollup_futures = ({r: reader.submit(rollup_query(slot, r[1], r[0]))
-                               for r in rollup_ranges()},
-                              reader.submit(yesterday_query(slot)))
+        # Older than ROLLUP_CACHE_MAX_AGE but of T's day: a run that seeds uses it and leaves
+        # the refresh to the next run, so that seeding and refreshing (each several seconds
+        # at ATLAS scale) never fall on the same run.
+        kept = None
+        if rollup is None and rollup_cache is not None and not _will_step(Store(data_dir), slot):
+            kept = rollup_cache.load(slot, max_age=DAY)
+
+        def query_rollup():
+            return ({r: reader.submit(rollup_query(slot, r[1], r[0])) for r in rollup_ranges()},
+                    reader.submit(yesterday_query(slot)))
+
+        rollup_futures = query_rollup() if rollup is None and kept is None else None
         if data_dir is None:
             windows, how = _seed(reader, slot), "seeded"
             current, current_meta = parse_slot(current_future.result())
@@ -554,6 +555,13 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
             with store.lock() if save else contextlib.nullcontext():
                 windows, current, current_meta, how = _carry(reader, store, slot, current_future,
                                                              save)
+        if kept is not None:
+            if how.startswith("seeded"):
+                rollup = kept
+                log.debug("rollup averages of %d series from the cache (refreshed by the next "
+                          "run)", len(rollup))
+            else:
+                rollup_futures = query_rollup()
         if rollup_futures is not None:
             futures, yesterday = rollup_futures
             rollup = rollup_averages(window_sums({r: parse_rollup(f.result())
@@ -571,6 +579,13 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
     return averages, bool(current)
 
 
+def _will_step(store, slot):
+    """Whether the carried sums are near enough for _carry to step to slot (a cheap guess:
+    it may still seed, after RESEED_AFTER)."""
+    carried = store.carried_slot()
+    return bool(carried) and carried < _epoch(slot) <= carried + MAX_STEPS * SLOT.total_seconds()
+
+
 def _seed(reader, slot):
     # The longest pieces first: they finish last.
     futures = {}
@@ -580,223 +595,6 @@ def _seed(reader, slot):
     parsed = [parse_piece(futures[i][1].result(), futures[i][0].result())
               for i in range(len(PIECES))]
     return Windows.from_pieces(slot, [p[0] for p in parsed], [p[1] for p in parsed])
-
-
-HOUR = 3600
-
-
-def counts_query(start, slot):
-    """The number of 10m points of every hour in [start, slot]: one number an hour (no
-    grouping by series), to check carried hour sums against. By the hour, not by the slot:
-    InfluxDB's cost grows with the number of time buckets (4x for 10m buckets)."""
-    return (f"SELECT count({quote_ident('jobs')}) FROM {schema.JOBS.qualified} "
-            f"WHERE time >= {time_literal(start)} AND time <= {time_literal(slot)} "
-            f"GROUP BY time(1h)")
-
-
-def parse_slot_groups(series_list):
-    """{key: {metadata: [sum, count]}} from a slot's points (a series key may have several
-    metadata groups, as in a grouped count)."""
-    out = {}
-    for row, at in _rows(series_list, ("jobs",) + schema.SERIES_KEY + META):
-        value = row[at[0]]
-        if value is None:
-            continue
-        key = SEP.join([row[i] or "" for i in at[1:5]])
-        group = out.setdefault(key, {}).setdefault(SEP.join([row[i] or "" for i in at[5:]]),
-                                                   [0, 0])
-        group[0] += int(value)
-        group[1] += 1
-    return out
-
-
-def hour_groups(carried, hour):
-    """(parts, {key: {metadata: [sum, count]}}) of an hour's carried rollup sums, or None.
-    Read here from the file rollups.Carried writes ({"tags", "parts", "rows": [tag values +
-    acc]}, acc = [samples, jobs sum, ...], see downsample.slot_terms), without building its
-    dict of tag tuples: this runs for 25 hours of every series. Anything unexpected: None."""
-    path = carried.path(hour, "json.gz")
-    try:
-        kept = json.loads(zlib.decompress(path.read_bytes()))
-        tags = kept["tags"]
-        parts = {int(p): (int(v[0]), str(v[1])) for p, v in kept["parts"].items()}
-        key_of = operator.itemgetter(*[tags.index(t) for t in schema.SERIES_KEY])
-        meta_of = operator.itemgetter(*[tags.index(t) for t in META])
-        at = len(tags)
-        out = {}
-        for row in kept["rows"]:
-            key, meta = key_of(row), meta_of(row)
-            key = SEP.join(key) if None not in key else SEP.join(v or "" for v in key)
-            meta = SEP.join(meta) if None not in meta else SEP.join(v or "" for v in meta)
-            metas = out.get(key)
-            if metas is None:
-                out[key] = {meta: [row[at + 1], row[at]]}
-            elif meta in metas:
-                group = metas[meta]
-                group[0] += row[at + 1]
-                group[1] += row[at]
-            else:
-                metas[meta] = [row[at + 1], row[at]]
-        return parts, out
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            zlib.error) as e:
-        log.warning("ignoring unreadable %s (%s)", path, e)
-        return None
-
-
-def _merge_groups(into, groups, sign):
-    for key, metas in groups.items():
-        mine = into.setdefault(key, {})
-        for meta, (total, n) in metas.items():
-            group = mine.get(meta)
-            if group is None:
-                mine[meta] = [sign * total, sign * n]
-            else:
-                group[0] += sign * total
-                group[1] += sign * n
-
-
-def piece_of_groups(groups):
-    """(sums, meta) of a piece as parse_piece gives them, from {key: {metadata: [sum, n]}};
-    None if the groups are inconsistent (a negative count, or a sum without points)."""
-    sums, meta = {}, {}
-    for key, metas in groups.items():
-        total = n = 0
-        best = (0, "")
-        for group_meta, (s, c) in metas.items():
-            if c < 0 or (c == 0 and s != 0):
-                return None
-            if not c:
-                continue
-            total += s
-            n += c
-            if (c, group_meta) > best:
-                best = (c, group_meta)
-        if n:
-            sums[key] = [int(total), n]
-            meta[key] = best[1]
-    return sums, meta
-
-
-# Seed from the carried hour sums when they check out. Off: measured on a busy machine it was
-# no faster than grouping (8k series: 7.1-8.4 s vs 7.3-7.7 s; 25k: 27.7 s vs 22.2 s): the
-# per-hour count(jobs) alone costs InfluxDB ~5 s at 25k, a third of the grouped queries, and
-# each slot read ~0.5-1 s. Exact either way (tests/jobs/test_averages_carried.py).
-SEED_FROM_CARRIED = False
-# An hour whose carried sums cannot be used is read slot by slot; beyond this many such
-# slots the seed groups in InfluxDB instead.
-MAX_SLOT_READS = 36
-
-
-def _seed_carried(reader, data_dir, slot):
-    """The seed from the hour sums fetch_queues.py carries (rollups.Carried "1h"): the same
-    four pieces as _seed, each from the whole hours inside it, and from the slots of an hour
-    cut by a piece boundary, read (the smaller side of the cut; the other is the hour's sums
-    minus it: jobs are integers, so this is exact). An hour's sums are used only when its
-    parts are slots up to T and their points are as many as InfluxDB holds in the hour up to
-    T (one count query, not grouped by series); otherwise its slots are read. None: seed by
-    grouping. Memory: one hour's sums and at most a few slots are held at a time."""
-    end = _epoch(slot)
-    step = int(SLOT.total_seconds())
-    first = end - int(WINDOWS["avg24h"].total_seconds()) + step
-    start = first - first % HOUR
-    counts_future = reader.submit(counts_query(
-        dt.datetime.fromtimestamp(start, dt.UTC), slot))
-    carried = rollups.Carried(data_dir, "1h")
-    declared = {hour: carried.parts(hour) for hour in range(start, end + 1, HOUR)}
-    counts = {}
-    for series in counts_future.result():
-        for when, n in series.get("values") or ():
-            counts[int(when)] = n or 0
-    # An hour without points needs nothing read (nor its sums).
-    empty = {hour for hour in declared if not counts.get(hour)}
-    trusted = {hour for hour, parts in declared.items()
-               if hour not in empty and parts
-               and all(hour <= s <= end and s % step == 0 for s in parts)
-               and counts[hour] == rollups.total(parts)}
-    # Per piece, per hour: (hour, slots): the hour's sums minus those slots; (None, slots):
-    # those slots alone.
-    plan, claimed = [], set()
-    for newer, older in PIECES:
-        low = end - int(older.total_seconds())
-        high = end - int(newer.total_seconds())
-        inside_all = range(low + step, high + step, step)
-        piece = []
-        for hour in sorted({s - s % HOUR for s in inside_all} - empty):
-            inside = [s for s in inside_all if hour <= s < hour + HOUR]
-            outside = [s for s in range(hour, min(hour + HOUR, end + step), step)
-                       if not low < s <= high]
-            # A cut in the middle: the newer piece takes the sums, the older reads its half.
-            if hour in trusted and hour not in claimed and len(outside) <= len(inside):
-                claimed.add(hour)
-                piece.append((hour, outside))
-            else:
-                piece.append((None, inside))
-        plan.append(piece)
-    order = [s for piece in plan for _, slots in piece for s in slots]
-    wanted = list(dict.fromkeys(order))
-    if len(wanted) > MAX_SLOT_READS:
-        log.debug("carried hour sums cover too little (%d slots to read): seeding by grouping",
-                  len(wanted))
-        return None
-    uses = {s: order.count(s) for s in wanted}
-    futures, parsed = {}, {}
-
-    def submit_ahead(ahead=2):
-        # A slot's answer is large at scale: only a few are read ahead of their use.
-        while wanted and len(futures) < ahead:
-            s = wanted.pop(0)
-            futures[s] = reader.submit(slot_query(dt.datetime.fromtimestamp(s, dt.UTC)))
-
-    def slot_groups(s):
-        if s not in parsed:
-            submit_ahead(1)         # s is among those submitted: they go in order of use
-            parsed[s] = parse_slot_groups(futures.pop(s).result())
-            submit_ahead()
-        groups = parsed[s]
-        uses[s] -= 1
-        if not uses[s]:
-            del parsed[s]
-        return groups
-
-    submit_ahead()
-    # Millions of small objects are made and none is cyclic: the collector's passes over them
-    # would cost a third of the time.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _seed_pieces(slot, plan, carried, declared, slot_groups, len(uses))
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _seed_pieces(slot, plan, carried, declared, slot_groups, reads):
-    pieces, metas, hours_used = [], [], 0
-    for piece in plan:
-        groups = {}
-        for hour, slots in piece:
-            if hour is not None:
-                kept = hour_groups(carried, hour)
-                if kept is None or kept[0] != declared[hour]:
-                    log.debug("the carried sums of hour %s are not as declared: seeding by "
-                              "grouping", hour)
-                    return None
-                _merge_groups(groups, kept[1], 1)
-                del kept
-                hours_used += 1
-            for s in slots:
-                _merge_groups(groups, slot_groups(s), -1 if hour is not None else 1)
-        parsed_piece = piece_of_groups(groups)
-        if parsed_piece is None:
-            log.warning("carried hour sums disagree with the slots read; seeding by grouping")
-            return None
-        pieces.append(parsed_piece[0])
-        metas.append(parsed_piece[1])
-    log.debug("seeded from %d carried hours and %d slots read", hours_used, reads)
-    return Windows.from_pieces(slot, pieces, metas)
 
 
 def _carry(reader, store, slot, current_future, save):
@@ -810,8 +608,7 @@ def _carry(reader, store, slot, current_future, save):
     near = (previous is not None and previous < slot <= previous + MAX_STEPS * SLOT
             and slot - windows.seeded < RESEED_AFTER)
     if not rerun and not near:
-        windows = (SEED_FROM_CARRIED and _seed_carried(reader, store.data_dir, slot)
-                   or _seed(reader, slot))
+        windows = _seed(reader, slot)
         current, current_meta = parse_slot(current_future.result())
         if previous is not None and previous > slot:
             # A backfill behind the regular runs: their state stays as it is, unless this

@@ -365,6 +365,27 @@ def test_rollup_cache_is_reused_within_the_day_until_yesterday_exists(fresh_infl
     assert cache.load(slot) is None
 
 
+def test_a_seeding_run_leaves_a_stale_rollup_cache_to_the_next_run(fresh_influx, tmp_path):
+    """Seeding and refreshing the rollup averages never fall on one run: a run that seeds uses
+    the day's cache however old, and the next run (a step) refreshes it."""
+    influx = fresh_influx()
+    slot = averages.day_start(now_slot()) - dt.timedelta(hours=12)
+    later = slot + averages.ROLLUP_CACHE_MAX_AGE + dt.timedelta(hours=1)
+    key = ("Q", "managed", "SCORE", "running")
+    meta = ("S", "C", "T2")
+    write(influx, slot, {key: {0: (5, meta)}}, {key: {1: (200.0, 100)}})
+    write(influx, later, {key: {0: (5, meta), 1: (5, meta)}}, {})
+    (a,), _ = averages.compute(influx, slot, tmp_path)
+    assert a.avg7d == 2.0
+    write(influx, slot, {key: {}}, {key: {1: (300.0, 100)}})     # the rollup rewritten
+    (a,), _ = averages.compute(influx, later, tmp_path)    # a gap of 7 h: seeds
+    assert a.avg7d == 2.0
+    (a,), _ = averages.compute(influx, later + SLOT, tmp_path)    # steps, and refreshes
+    assert a.avg7d == 3.0
+    (a,), _ = averages.compute(influx, later + 2 * SLOT, tmp_path)
+    assert a.avg7d == 3.0
+
+
 def test_points_leave_out_missing_windows():
     slot = dt.datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
     a = averages.Average("Q", "managed", "SCORE", "running", "S", "C", "T2", current=3,
