@@ -9,10 +9,10 @@ the slot just fetched: the first run (no state: window sums seeded from grouped 
 1d rollup queried), a seeding run with the day's rollup averages cached (what a run after a
 gap, or the 6-hourly reseed, costs), the next one (steps from the first; the slots leaving
 the windows are read from InfluxDB because the first run did not see them), and the steady
-state (the slots leaving the windows were kept by the runs of the day before; median of 3). The reference is the
-seed's method on the same data: every raw 10m point of the last 24 h pulled with SELECT *,
-then for each series at T a scan of the whole list for its points (quadratic); it is stopped
-after 2 minutes, so its ratio is a lower bound (it was stopped at every size tried).
+state (the slots leaving the windows were kept by the runs of the day before; median of 3).
+The reference is the seed's method on the same data: every raw 10m point of the last 24 h
+pulled with SELECT *, then for each series at T a scan of the whole list for its points
+(quadratic); it is stopped after 2 minutes, so its ratio is a lower bound.
 """
 import datetime as dt
 import json
