@@ -332,7 +332,10 @@ def test_each_reason_slots_expiry_links_and_cleared(scene, events_sim, hooks):
     assert reason(quiet, s_quiet) == "no" and {f["slots"] for f in flags} >= {2}
     assert all(f["slots"] == 2 for f in flags if f["panda_queue"] in (plain, quiet))
     assert len(hooks[0].texts) == 2
-    assert f"site {s_quiet}: running drop" in hooks[0].texts[1] and plain not in hooks[0].texts[1]
+    # Told flags are not told again (one of plain's small series may clear: the simulator's
+    # noise on some days).
+    told_again = hooks[0].texts[1].split("\n\nCleared")[0]
+    assert f"site {s_quiet}: running drop" in told_again and plain not in told_again
 
     # The collapses end: the told flags are cleared (the suppressed ones were never told);
     # the queue back online and the site out of its downtime are in their grace.
