@@ -13,7 +13,6 @@ $QMONIT_BENCH_GROWTH (stdout when unset).
 """
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import growth as growth_protocol  # noqa: E402  (bench/growth.py)
 
 from qmonit.core import schema  # noqa: E402
 from qmonit.core.config import Config  # noqa: E402
@@ -137,25 +138,16 @@ def max_difference(influx, rp, ours, theirs, start, stop):
 
 def run_script(config_path, *args):
     """Run downsample.py once as operators do; (wall seconds, peak RSS MiB of that process)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(config_path), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    # wait4: the rusage of this child alone (RUSAGE_CHILDREN mixes every child so far).
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    error = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if proc.returncode:
-        raise SystemExit(f"downsample.py {' '.join(args)} exited {proc.returncode}: {error}")
-    return wall, usage.ru_maxrss / 1024
+    wall, _, rss = growth_protocol.run([sys.executable, str(SCRIPT), "--config",
+                                        str(config_path), *args])
+    return wall, rss
 
 
 def stamp(epoch):
     return at(epoch).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def growth(series, tmp, emit):
+def growth(series, tmp):
     """downsample.py at one size over GROWTH_HOURS hours of 10m slots: the 1h rollup of one
     hour (carried sums) and the cron 1h run."""
     wall = int(time.time())
@@ -198,27 +190,16 @@ def growth(series, tmp, emit):
             f"lookback_1h = {GROWTH_HOURS}h; "
             "a process each run, interpreter start-up included")
     for what, results in measured.items():
-        emit({"script": "downsample.py", "what": what, "series": counted,
-              "wall_s": round(statistics.median(w for w, _ in results), 3),
-              "rss_mib": round(max(r for _, r in results), 1), "runs": len(results),
-              "note": note})
+        growth_protocol.record("downsample.py", what, counted,
+                               statistics.median(w for w, _ in results),
+                               max(r for _, r in results), len(results), note)
 
 
 def main_growth(sizes):
-    target = os.environ.get("QMONIT_BENCH_GROWTH")
-
-    def emit(row):
-        text = json.dumps(row)
-        if target:
-            with open(target, "a") as out:
-                out.write(text + "\n")
-        else:
-            print(text, flush=True)
-
     with tempfile.TemporaryDirectory(prefix="bench_downsample_growth_") as tmp:
         for series in sizes:
             started = time.perf_counter()
-            growth(series, tmp, emit)
+            growth(series, tmp)
             print(f"bench_downsample --growth: {series} series in "
                   f"{time.perf_counter() - started:.0f} s, load average "
                   f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)

@@ -32,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import growth as growth_protocol  # noqa: E402  (bench/growth.py)
+
 from qmonit.core import schema  # noqa: E402
 from qmonit.core.influxql import time_literal  # noqa: E402
 from qmonit.dev import devservers  # noqa: E402
@@ -343,29 +345,6 @@ GROWTH_DAYS = 3         # days of 1d rollup
 GROWTH_NOTE = f"{GROWTH_SLOTS // 6} h of 10m history (hour sums carried), {GROWTH_DAYS} days of 1d"
 
 
-def run_rss(cmd):
-    """(wall seconds, stderr, peak RSS MiB of that process: os.wait4 gives its own rusage)."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd[1:3]))} failed: {err[-800:]}")
-    return wall, err, usage.ru_maxrss / 1024
-
-
-def record(what, series, wall_s, rss_mib, runs, note):
-    line = json.dumps({"script": "suspicious.py", "what": what, "series": int(series),
-                       "wall_s": round(wall_s, 3), "rss_mib": round(rss_mib, 1), "runs": runs,
-                       "note": note})
-    path = os.environ.get("QMONIT_BENCH_GROWTH")
-    if path:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-    print(line, flush=True)
-
-
 def growth_size(size, workdir):
     from conftest import write_config
 
@@ -392,15 +371,16 @@ def growth_size(size, workdir):
                    "--timestamp", f"{at:%Y-%m-%d %H:%M:%S}"])
 
         def run(at):
-            return run_rss([sys.executable, str(ROOT / "suspicious.py"), "--config",
-                            str(config), "--timestamp", f"{at:%Y-%m-%d %H:%M:%S}", "--debug"])
+            return growth_protocol.run([sys.executable, str(ROOT / "suspicious.py"), "--config",
+                                        str(config), "--timestamp", f"{at:%Y-%m-%d %H:%M:%S}",
+                                        "--debug"])
 
         fetch(slot)
         settle(influx_server.proc.pid, limit=120)
         series = sim.series_count(slot, 10)
         wall, err, rss = run(slot)
         carried = SEEDED.search(err)
-        record("seeding run (first)", series, wall, rss, 1,
+        growth_protocol.record("suspicious.py", "seeding run (first)", series, wall, rss, 1,
                GROWTH_NOTE + ("; " + carried.group(0) if carried else "; grouped seed"))
         fetch(slot + SLOT)
         run(slot + SLOT)
@@ -415,8 +395,9 @@ def growth_size(size, workdir):
                         influx.query(averages.slot_query(at - length))[0]))
             fetch(at)
             steady.append(run(at))
-        record("steady run", series, statistics.median(w for w, _, _ in steady),
-               max(r for _, _, r in steady), runs, GROWTH_NOTE)
+        growth_protocol.record("suspicious.py", "steady run", series,
+                               statistics.median(w for w, _, _ in steady),
+                               max(r for _, _, r in steady), runs, GROWTH_NOTE)
     finally:
         sim.stop()
         influx_server.stop()

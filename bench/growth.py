@@ -7,7 +7,10 @@ named by QMONIT_BENCH_GROWTH (JSON Lines).
 import json
 import os
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 SIZES = (25000, 63000, 250000)
 ENV = "QMONIT_BENCH_GROWTH"
@@ -31,22 +34,29 @@ def runs_at(series, small=3, large=2):
     return large if series >= 200000 else small
 
 
+# A process keeps, as its peak RSS, the memory it had before exec: a child of this (large)
+# bench process would report the bench's own memory. A small launcher in between runs the
+# script and writes the script's own peak (its RUSAGE_CHILDREN) to the file named first.
+LAUNCHER = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[2:]); "
+            "open(sys.argv[1], 'w').write(str(resource.getrusage("
+            "resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(code)")
+
+
 def run(cmd, env=None):
-    """Run cmd; (wall seconds, stderr text, peak RSS MiB of that process). Raises RuntimeError
-    naming the script on a non-zero exit."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    err = proc.stderr.read()
-    # os.wait4 gives this child's own rusage; RUSAGE_CHILDREN would mix several children.
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
+    """Run cmd; (wall seconds, stderr text, peak RSS MiB of that process alone). Raises
+    RuntimeError naming the script on a non-zero exit."""
+    with tempfile.NamedTemporaryFile(prefix="bench_rss_") as peak:
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, peak.name, *map(str, cmd)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=env)
+        wall = time.perf_counter() - started
+        kib = int(Path(peak.name).read_text() or 0)
     if proc.returncode != 0:
-        name = next((os.path.basename(c) for c in cmd if str(c).endswith((".py", ".sh"))),
+        name = next((os.path.basename(str(c)) for c in cmd if str(c).endswith((".py", ".sh"))),
                     cmd[0])
-        raise RuntimeError(f"{name} failed (exit {proc.returncode}): {err[-800:]}")
-    return wall, err, usage.ru_maxrss / 1024
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}): {proc.stderr[-800:]}")
+    return wall, proc.stderr, kib / 1024
 
 
 def record(script, what, series, wall_s, rss_mib, runs, note=""):
