@@ -579,11 +579,16 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
     return averages, bool(current)
 
 
+def _within_steps(previous, slot):
+    """Whether sums carried at epoch `previous` can be stepped to slot (at most MAX_STEPS)."""
+    return previous < _epoch(slot) <= previous + MAX_STEPS * SLOT.total_seconds()
+
+
 def _will_step(store, slot):
     """Whether the carried sums are near enough for _carry to step to slot (a cheap guess:
     it may still seed, after RESEED_AFTER)."""
     carried = store.carried_slot()
-    return bool(carried) and carried < _epoch(slot) <= carried + MAX_STEPS * SLOT.total_seconds()
+    return bool(carried) and _within_steps(carried, slot)
 
 
 def _seed(reader, slot):
@@ -605,7 +610,7 @@ def _carry(reader, store, slot, current_future, save):
     # A rerun undoes the step that reached the slot (a seeded slot is seeded again).
     before = store.get_slot(slot) if previous == slot and windows.stepped else None
     rerun = before is not None
-    near = (previous is not None and previous < slot <= previous + MAX_STEPS * SLOT
+    near = (previous is not None and _within_steps(_epoch(previous), slot)
             and slot - windows.seeded < RESEED_AFTER)
     if not rerun and not near:
         windows = _seed(reader, slot)
