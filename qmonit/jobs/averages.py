@@ -25,15 +25,19 @@ The 1d rollup part changes once a day; it is cached in data_dir/cache/rollup_ave
 recomputed when T's day changes, while yesterday's rollup is missing, and every 6 hours; a run
 that seeds uses the day's cache however old and leaves that refresh to the next run (each costs
 several seconds at ATLAS scale: they never add up in one run). Each day of the 1d rollup is
-read once for both windows (7 days, then 23 more).
+read once for both windows (7 days, then 23 more). When downsample.py kept the sums of all 30
+days (rollups.DaySums), they are added up instead of grouping 30 days in InfluxDB, once two
+days' totals (yesterday and one in turn) agree with InfluxDB's; a day that disagrees is
+dropped and the rollup queried.
 
-One module of ~650 lines on purpose: the queries, the parsers, the window sums, the files that
+One module of ~800 lines on purpose: the queries, the parsers, the window sums, the files that
 carry them between runs and the seed/step computation are one algorithm whose invariants (what
 enters and leaves each window, when carried sums are dropped) are stated above and checked together.
 """
 import contextlib
 import datetime as dt
 import fcntl
+import gc
 import gzip
 import json
 import logging
@@ -45,6 +49,7 @@ from pathlib import Path
 from ..core import schema
 from ..core.files import atomic_write
 from ..core.influxql import quote_ident, time_literal
+from . import rollups
 from .transform import Point
 
 log = logging.getLogger(__name__)
@@ -168,10 +173,20 @@ def window_sums(by_range):
     return out
 
 
-def yesterday_query(slot):
-    """Whether the rollup of the day before T's exists yet (no grouping: cheap)."""
-    return (f"SELECT count({quote_ident('samples')}) FROM {schema.JOBS_1D.qualified} "
-            f"WHERE time = {time_literal(day_start(slot) - DAY)}")
+def day_total_query(day):
+    """The 1d rollup's total samples of one day (no grouping: cheap)."""
+    return (f"SELECT sum({quote_ident('samples')}) FROM {schema.JOBS_1D.qualified} "
+            f"WHERE time = {time_literal(day)}")
+
+
+def checked_days(slot):
+    """The days whose kept sums (rollups.DaySums) are checked against InfluxDB before they
+    stand in for the grouped query: yesterday, the day most likely to change, and one more
+    in turn (the slot picks it)."""
+    day = day_start(slot)
+    span = max(DAY_WINDOWS.values())
+    turn = 2 + (_epoch(slot) // int(SLOT.total_seconds())) % (span - 1)
+    return [day - DAY, day - turn * DAY]
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -197,8 +212,8 @@ def parse_slot(series_list):
     return values, meta
 
 
-def parse_piece(sum_reply, count_reply):
-    """({key: [sum, count]}, {key: metadata}) of one piece.
+def parse_counts(count_reply):
+    """({key: [0, count]}, {key: metadata}) from a piece's count reply.
 
     A series whose CRIC metadata changed inside the piece has several count groups: they add
     up, and the metadata of the group with the most points is kept (ties: the larger)."""
@@ -217,11 +232,26 @@ def parse_piece(sum_reply, count_reply):
         if (n, group_meta) > best.get(key, (0, "")):
             best[key] = (n, group_meta)
             meta[key] = group_meta
-    for row, at in _rows(sum_reply, ("sum",) + schema.SERIES_KEY):
-        key = SEP.join([row[i] or "" for i in at[1:]])
-        if key in sums:
-            sums[key][0] = int(row[at[0]] or 0)
     return sums, meta
+
+
+def parse_sums(sum_reply):
+    """{key: sum} from a piece's sum reply."""
+    return {SEP.join([row[i] or "" for i in at[1:]]): int(row[at[0]] or 0)
+            for row, at in _rows(sum_reply, ("sum",) + schema.SERIES_KEY)}
+
+
+def join_piece(counted, totals):
+    """parse_counts' result with the sums filled in from parse_sums'."""
+    sums, meta = counted
+    for key, row in sums.items():
+        row[0] = totals.get(key, 0)
+    return sums, meta
+
+
+def parse_piece(sum_reply, count_reply):
+    """({key: [sum, count]}, {key: metadata}) of one piece (see parse_counts)."""
+    return join_piece(parse_counts(count_reply), parse_sums(sum_reply))
 
 
 def parse_rollup(series_list):
@@ -231,6 +261,28 @@ def parse_rollup(series_list):
         if row[at[1]]:
             out[SEP.join([row[i] or "" for i in at[2:]])] = (row[at[0]] or 0, row[at[1]])
     return out
+
+
+def parse_total(series_list):
+    """The number a day_total_query reply holds (0 without points)."""
+    return int(sum(row[1] or 0 for s in series_list for row in s.get("values") or ()))
+
+
+def day_ranges(slot, by_day):
+    """{(after, days): {key: (sum, samples)}} as rollup_query would give it, from the kept
+    sums {day: rows} of the complete days before T's (rows as rollups.DaySums keeps them;
+    a day without rows adds nothing); pure. Sums of integers: exact in any order."""
+    day = day_start(slot)
+    out = {}
+    for after, days in rollup_ranges():
+        sums = out[(after, days)] = {}
+        for k in range(after + 1, days + 1):
+            for row in by_day.get(day - k * DAY) or ():
+                key = SEP.join(row[:4])
+                have = sums.get(key)
+                sums[key] = (row[4], row[5]) if have is None else (have[0] + row[4],
+                                                                  have[1] + row[5])
+    return {r: {k: v for k, v in sums.items() if v[1]} for r, sums in out.items()}
 
 
 def rollup_averages(sums_by_window):
@@ -509,19 +561,34 @@ class RollupCache:
 # --- the computation --------------------------------------------------------------------------
 
 class _Reader:
-    """Runs the queries of one computation concurrently."""
+    """Runs the queries of one computation concurrently. Each reply is read in chunks and
+    parsed as it comes, in the query's thread: a grouped reply of 250k series held whole
+    as JSON costs hundreds of MB, its parsed dict a fraction of that."""
 
     def __init__(self, influx, threads):
         self.influx = influx
         self.pool = ThreadPoolExecutor(max_workers=threads)
         self.queries = 0
 
-    def submit(self, q):
+    def submit(self, q, parse):
         self.queries += 1
-        return self.pool.submit(lambda: self.influx.query(q, "s")[0])
+        return self.pool.submit(lambda: parse(self.influx.query_chunks(q)))
 
     def close(self):
         self.pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cyclic garbage collection while the sums are built: they hold no cycles, and with
+    hundreds of thousands of live containers each full collection walks them all again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
@@ -531,7 +598,7 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
     started = time.monotonic()
     reader = _Reader(influx, threads)
     try:
-        current_future = reader.submit(slot_query(slot))
+        current_future = reader.submit(slot_query(slot), parse_slot)
         rollup_cache = RollupCache(data_dir) if data_dir is not None else None
         rollup = rollup_cache.load(slot) if rollup_cache is not None else None
         # Older than ROLLUP_CACHE_MAX_AGE but of T's day: a run that seeds uses it and leaves
@@ -542,13 +609,12 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
             kept = rollup_cache.load(slot, max_age=DAY)
 
         def query_rollup():
-            return ({r: reader.submit(rollup_query(slot, r[1], r[0])) for r in rollup_ranges()},
-                    reader.submit(yesterday_query(slot)))
+            return _RollupRead(reader, slot, data_dir, save)
 
-        rollup_futures = query_rollup() if rollup is None and kept is None else None
+        rollup_read = query_rollup() if rollup is None and kept is None else None
         if data_dir is None:
             windows, how = _seed(reader, slot), "seeded"
-            current, current_meta = parse_slot(current_future.result())
+            current, current_meta = current_future.result()
         else:
             store = Store(data_dir)
             # A dry run only reads: it takes no lock (that would create files).
@@ -561,15 +627,13 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
                 log.debug("rollup averages of %d series from the cache (refreshed by the next "
                           "run)", len(rollup))
             else:
-                rollup_futures = query_rollup()
-        if rollup_futures is not None:
-            futures, yesterday = rollup_futures
-            rollup = rollup_averages(window_sums({r: parse_rollup(f.result())
-                                                  for r, f in futures.items()}))
-            complete = any(row[1] for s in yesterday.result() for row in s.get("values") or ())
+                rollup_read = query_rollup()
+        if rollup_read is not None:
+            by_range, complete, source = rollup_read.result()
+            rollup = rollup_averages(window_sums(by_range))
             if rollup_cache is not None and save:
                 rollup_cache.save(slot, complete, rollup)
-            log.debug("rollup averages of %d series queried (yesterday's %s)", len(rollup),
+            log.debug("rollup averages of %d series %s (yesterday's %s)", len(rollup), source,
                       "present" if complete else "missing")
     finally:
         reader.close()
@@ -577,6 +641,70 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
     log.debug("averages at %s: %d series, %s with %d queries in %.2f s", slot, len(averages),
               how, reader.queries, time.monotonic() - started)
     return averages, bool(current)
+
+
+class _RollupRead:
+    """The 1d rollup sums of the days before T's: from the sums downsample.py kept of each day
+    (rollups.DaySums) when the checked days' totals agree with InfluxDB's, else grouped in
+    InfluxDB. The files are read in a thread of their own while the queries run."""
+
+    def __init__(self, reader, slot, data_dir, save):
+        self.reader, self.slot, self.save = reader, slot, save
+        day = day_start(slot)
+        self.days = [day - k * DAY for k in range(1, max(DAY_WINDOWS.values()) + 1)]
+        self.checks = {d: reader.submit(day_total_query(d), parse_total)
+                       for d in checked_days(slot)}
+        self.kept = rollups.DaySums(data_dir) if data_dir is not None else None
+        self.loading = self.grouped = None
+        if self.kept is not None and self.kept.directory.is_dir():
+            self.files = ThreadPoolExecutor(max_workers=1)
+            self.loading = self.files.submit(self._load)
+        else:
+            self.grouped = self._query()
+
+    def _query(self):
+        return {r: self.reader.submit(rollup_query(self.slot, r[1], r[0]), parse_rollup)
+                for r in rollup_ranges()}
+
+    def _load(self):
+        """{day: rows or None} of the 30 days; stops at the first missing day that is not
+        checked (the files cannot stand in then)."""
+        out = {}
+        for day in self.days:
+            out[day] = self.kept.load(_epoch(day))
+            if out[day] is None and day not in self.checks:
+                return None
+        return out
+
+    def _usable(self, by_day):
+        if by_day is None:
+            return False
+        for day, future in self.checks.items():
+            rows = by_day[day]
+            kept = sum(row[5] for row in rows) if rows is not None else 0
+            if kept != future.result():
+                log.info("the day sums of %s (%d samples) differ from InfluxDB's 1d rollup "
+                         "(%d): they are dropped and the rollup is queried", day.date(), kept,
+                         future.result())
+                if self.save:
+                    self.kept.drop(_epoch(day))
+                return False
+        return True
+
+    def result(self):
+        """({(after, days): {key: (sum, samples)}}, whether yesterday's rollup exists, how)."""
+        yesterday = self.checks[self.days[0]]
+        if self.loading is not None:
+            try:
+                by_day = self.loading.result()
+            finally:
+                self.files.shutdown()
+            if self._usable(by_day):
+                return (day_ranges(self.slot, by_day), bool(yesterday.result()),
+                        "from the day sums downsample.py kept")
+            self.grouped = self._query()
+        by_range = {r: f.result() for r, f in self.grouped.items()}
+        return by_range, bool(yesterday.result()), "queried"
 
 
 def _within_steps(previous, slot):
@@ -596,8 +724,9 @@ def _seed(reader, slot):
     futures = {}
     for i in sorted(range(len(PIECES)), key=lambda i: PIECES[i][0] - PIECES[i][1]):
         sum_query, count_query = piece_queries(slot, *PIECES[i])
-        futures[i] = (reader.submit(count_query), reader.submit(sum_query))
-    parsed = [parse_piece(futures[i][1].result(), futures[i][0].result())
+        futures[i] = (reader.submit(count_query, parse_counts),
+                      reader.submit(sum_query, parse_sums))
+    parsed = [join_piece(futures[i][0].result(), futures[i][1].result())
               for i in range(len(PIECES))]
     return Windows.from_pieces(slot, [p[0] for p in parsed], [p[1] for p in parsed])
 
@@ -614,7 +743,7 @@ def _carry(reader, store, slot, current_future, save):
             and slot - windows.seeded < RESEED_AFTER)
     if not rerun and not near:
         windows = _seed(reader, slot)
-        current, current_meta = parse_slot(current_future.result())
+        current, current_meta = current_future.result()
         if previous is not None and previous > slot:
             # A backfill behind the regular runs: their state stays as it is, unless this
             # slot is inside their windows and its points are not those they carry.
@@ -635,7 +764,7 @@ def _carry(reader, store, slot, current_future, save):
     needed = set(targets) | {t - length for t in targets for length in WINDOWS.values()}
     needed.discard(slot)
     # Slots not kept (from before the seed, or missed): read them, concurrently.
-    pending = {s: reader.submit(slot_query(s)) for s in sorted(needed)
+    pending = {s: reader.submit(slot_query(s), parse_slot) for s in sorted(needed)
                if not store.has_slot(s)}
     columns = {}
     read = set()
@@ -644,8 +773,8 @@ def _carry(reader, store, slot, current_future, save):
         if s not in columns:
             kept = store.get_slot(s) if s not in pending else None
             if kept is None:
-                future = pending.get(s) or reader.submit(slot_query(s))
-                kept = parse_slot(future.result())
+                future = pending.get(s) or reader.submit(slot_query(s), parse_slot)
+                kept = future.result()
                 read.add(s)
             columns[s] = kept
         return columns[s]
@@ -658,7 +787,7 @@ def _carry(reader, store, slot, current_future, save):
         how = f"stepped {len(targets)} slot{'s' if len(targets) > 1 else ''}"
     for target in targets:
         if target == slot:
-            columns[slot] = parse_slot(current_future.result())
+            columns[slot] = current_future.result()
         values, meta = column(target)
         windows.step(values, meta, [column(target - length)[0]
                                     for length in WINDOWS.values()])

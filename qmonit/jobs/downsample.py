@@ -291,6 +291,21 @@ class Rollup:
             out.setdefault(bucket, {})[tags] = term
         return out
 
+    def series_sums(self):
+        """{bucket: {series key: [jobs_sum, samples]}}: the written points' jobs_sum and
+        samples added up per series key (schema.SERIES_KEY, a missing tag as ""), as a
+        GROUP BY of those tags sums them over the other tags."""
+        at = [self.tags.index(t) if t in self.tags else None for t in schema.SERIES_KEY]
+        out = {}
+        for (tags, bucket), acc in self.groups.items():
+            samples, jobs_sum = acc[0], acc[1]
+            if not samples:
+                continue
+            jobs_sum = jobs_sum if isinstance(jobs_sum, int) else int(round(jobs_sum))
+            key = tuple("" if i is None else tags[i] or "" for i in at)
+            rollups.merge_into(out.setdefault(bucket, {}), key, (jobs_sum, int(samples)))
+        return out
+
     def merge(self, other):
         for key, acc in other.groups.items():
             rollups.merge_into(self.groups, key, acc)
@@ -482,6 +497,8 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
     now_s = int(now.timestamp())
     record = Run(level.script, transform.slot_of(now))
     books = {name: rollups.Book(config.data_dir(), name) for name in LEVELS}
+    # Each day written leaves its sums per series for suspicious.py (its avg7d/avg30d).
+    days = rollups.DaySums(config.data_dir()) if not dry_run else None
     written = 0
     counter = ThreadPoolExecutor(1)
     try:
@@ -503,7 +520,7 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
         tags = tag_keys(_shown_tag_keys(influx, level))
         if start is not None:
             written += write(influx, level, tags, [(b, "requested") for b in buckets],
-                             dry_run, out, counts, books)
+                             dry_run, out, counts, books, days if level.name == "1d" else None)
             resolved(counts)    # a failed count is an error even when nothing needed it
         else:
             # One level after the other: the 1d check must see the 1h rollup just written.
@@ -518,11 +535,12 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
                 late, done = late_buckets(influx, each, now_s, chosen,
                                           duration_seconds(durations[schema.RP_10M]))
                 written += write(influx, each, tags, sorted(chosen + late), dry_run, out,
-                                 counts, books)
+                                 counts, books, days if each.name == "1d" else None)
                 if done and not dry_run:
                     influx.spool.forget_late_hours(done)
         if not dry_run:
             _keep(books, ["1h", "1d"] if level.name == "1d" else [level.name], now_s, lookbacks)
+            days.prune(now_s - now_s % DAY - days.KEEP_DAYS * DAY)
     except Exception:
         counter.shutdown(wait=False, cancel_futures=True)
         if not dry_run:
@@ -693,11 +711,14 @@ def _ordered(pool, fn, items, ahead):
         yield future.result()
 
 
-def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, books=None):
+def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, books=None,
+          day_sums=None):
     """Compute and write (or print) the chosen buckets; returns the points written.
 
     Each hour written is also added to its day's carried sums (declared before it is
     written), and each bucket is booked as rolled up from counts[bucket] source samples.
+    With day_sums (a rollups.DaySums), each day written leaves its sums per series there
+    once its points are written (or spooled).
     WRITERS writes are in flight at once, so influxd always has the next batch to take in
     while this process encodes and carries the sums."""
     reasons = dict(chosen)
@@ -715,12 +736,15 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
         terms = rollup.daily_terms() if daily is not None else {}
         infos = {hour: (sum(acc[0] for acc in terms[hour].values()),
                         rollups.digest(by_bucket[hour])) for hour in sorted(terms)}
-        return by_bucket, terms, infos
+        sums = rollup.series_sums() if day_sums is not None and not dry_run else {}
+        return by_bucket, terms, infos, sums
 
     def finish(entry):
         nonlocal written
-        futures, buckets, started = entry
+        futures, buckets, started, sums = entry
         lines = sum(future.result() for future in futures)
+        for bucket in sorted(sums):
+            day_sums.save(bucket, sums[bucket])
         if book is not None:
             known = resolved(counts)
             for bucket in buckets:
@@ -733,7 +757,7 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
 
     in_flight = collections.deque()
     with ThreadPoolExecutor(WRITERS) as writers:
-        for by_bucket, terms, infos in compute(influx, level, tags, sorted(reasons), counts,
+        for by_bucket, terms, infos, sums in compute(influx, level, tags, sorted(reasons), counts,
                                                book.carried if book else None, prepare):
             if dry_run:
                 for bucket in sorted(by_bucket):
@@ -752,8 +776,8 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
             in_flight.append(([writers.submit(influx.write_lines, level.target.rp,
                                               lines[i:i + WRITE_LINES])
                                for i in range(0, len(lines), WRITE_LINES)],
-                              sorted(by_bucket), time.monotonic()))
-            del lines
+                              sorted(by_bucket), time.monotonic(), sums))
+            del lines, sums
             # Carried into the day while the points are posted (as fetch_queues.py does).
             for hour in sorted(terms):
                 if day is None or day.bucket != hour - hour % DAY:

@@ -216,3 +216,53 @@ class Book:
     def save(self, keep_from):
         self.rolled = {b: v for b, v in self.rolled.items() if b >= keep_from}
         self.state.save({str(b): v for b, v in sorted(self.rolled.items())})
+
+
+class DaySums:
+    """Per series key, the jobs_sum and samples of the 1d rollup of each UTC day, as
+    downsample.py last wrote it, in data_dir/cache/day_sums/DAY.json.gz: suspicious.py's
+    avg7d/avg30d add 30 of them up instead of grouping 30 days of 25k+ series in InfluxDB
+    (several seconds, more than the rest of a seed). suspicious.py checks a day's total samples
+    against InfluxDB's before trusting the files (averages.day_checks)."""
+
+    KEEP_DAYS = 32
+
+    def __init__(self, data_dir):
+        self.directory = Path(data_dir) / "cache" / "day_sums"
+
+    def path(self, day):
+        return self.directory / f"{int(day)}.json.gz"
+
+    def save(self, day, sums):
+        """sums: {series key tuple: [jobs_sum, samples]} of every series of the day."""
+        rows = [list(key) + list(acc) for key, acc in sorted(sums.items())]
+        data = json.dumps({"day": int(day), "rows": rows}, separators=(",", ":")).encode()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path(day), zlib.compress(data, 1), sync=False)
+
+    def load(self, day):
+        """[[key parts..., jobs_sum, samples], ...] of day, or None (missing or unreadable)."""
+        path = self.path(day)
+        try:
+            kept = json.loads(zlib.decompress(path.read_bytes()))
+            if kept["day"] != int(day) or not isinstance(kept["rows"], list):
+                raise ValueError("not this day's sums")
+            return kept["rows"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError, zlib.error) as e:
+            log.warning("ignoring unreadable %s (%s)", path, e)
+            return None
+
+    def drop(self, day):
+        with contextlib.suppress(FileNotFoundError):
+            self.path(day).unlink()
+
+    def prune(self, before):
+        """Remove the days older than before."""
+        for path in self.directory.glob("*.json.gz"):
+            try:
+                if int(path.name.split(".", 1)[0]) < before:
+                    path.unlink()
+            except (ValueError, OSError):
+                continue

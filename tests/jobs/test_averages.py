@@ -4,6 +4,7 @@ the first run (seed) and for runs carried from the previous one (step, rerun, ga
 import datetime as dt
 import gzip
 import itertools
+import logging
 import math
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from qmonit.core import schema
 from qmonit.core.influxql import quote_ident
-from qmonit.jobs import averages, transform
+from qmonit.jobs import averages, rollups, transform
 from qmonit.sinks.influx import Influx
 
 UTC = dt.UTC
@@ -384,6 +385,60 @@ def test_a_seeding_run_leaves_a_stale_rollup_cache_to_the_next_run(fresh_influx,
     assert a.avg7d == 3.0
     (a,), _ = averages.compute(influx, later + 2 * SLOT, tmp_path)
     assert a.avg7d == 3.0
+
+
+def keep_day_sums(data_dir, slot, daily):
+    """The day sums downsample.py keeps of the 1d points write() writes, for each of the 30
+    days before T's day (as if each had been rolled up; a day without points is empty)."""
+    kept = rollups.DaySums(data_dir)
+    day = averages.day_start(slot)
+    for k in range(1, 31):
+        kept.save((day - k * averages.DAY).timestamp(),
+                  {key: list(days[k]) for key, days in daily.items() if k in days})
+    return kept
+
+
+@slow(20)
+@given(history=histories())
+def test_day_sums_stand_in_for_the_grouped_rollup(fresh_influx, tmp_path_factory, caplog,
+                                                  history):
+    slot, raw, daily = history
+    influx = fresh_influx()
+    data_dir = tmp_path_factory.mktemp("days")
+    write(influx, slot, raw, daily)
+    keep_day_sums(data_dir, slot, daily)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger=averages.__name__):
+        got, _ = averages.compute(influx, slot, data_dir)
+    assert "from the day sums downsample.py kept" in caplog.text
+    check(got, expected(raw, daily))
+
+
+def test_day_sums_that_disagree_with_influxdb_are_dropped(fresh_influx, tmp_path, caplog):
+    influx = fresh_influx()
+    slot = averages.day_start(now_slot()) - dt.timedelta(hours=12)
+    key = ("Q", "managed", "SCORE", "running")
+    meta = ("S", "C", "T2")
+    turn = (averages.day_start(slot) - averages.checked_days(slot)[1]).days
+    daily = {key: {1: (200.0, 100), turn: (400.0, 100), 31: (900.0, 100)}}
+    write(influx, slot, {key: {0: (5, meta)}}, daily)
+    kept = keep_day_sums(tmp_path, slot, daily)
+    caplog.set_level(logging.DEBUG, logger=averages.__name__)
+    (a,), _ = averages.compute(influx, slot, tmp_path, save=False)
+    assert (a.avg7d, a.avg30d) == (2.0, 3.0) and "from the day sums" in caplog.text
+    # The turn's day rewritten behind downsample.py's back: its sums are not used again.
+    write(influx, slot, {key: {}}, {key: {turn: (1000.0, 200)}})
+    caplog.clear()
+    (a,), _ = averages.compute(influx, slot, tmp_path)
+    assert a.avg30d == 4.0 and "differ from InfluxDB" in caplog.text
+    assert kept.load(averages.checked_days(slot)[1].timestamp()) is None
+    # Missing sums of a day that is not checked: the rollup is queried.
+    keep_day_sums(tmp_path, slot, {key: {**daily[key], turn: (1000.0, 200)}})
+    kept.drop((averages.day_start(slot) - (3 if turn != 3 else 4) * averages.DAY).timestamp())
+    averages.RollupCache(tmp_path).path.unlink()
+    caplog.clear()
+    (a,), _ = averages.compute(influx, slot, tmp_path)
+    assert a.avg30d == 4.0 and "1 series queried" in caplog.text and "differ" not in caplog.text
 
 
 def test_points_leave_out_missing_windows():

@@ -20,7 +20,7 @@ from qmonit.core import schema
 from qmonit.core.config import Config
 from qmonit.core.errors import UsageError
 from qmonit.core.influxql import quote_ident
-from qmonit.jobs import downsample, transform
+from qmonit.jobs import downsample, rollups, transform
 from qmonit.sinks.influx import Influx
 
 HOUR, DAY = 3600, 86400
@@ -299,11 +299,27 @@ def test_runs_match_recomputation_from_raw_points(influx_server, tmp_path_factor
     hourly, daily = read_rollup(influx, "1h"), read_rollup(influx, "1d")
     assert_same(hourly, expected(raw, HOUR), "1h after the 1d run")
     assert_same(daily, expected(raw, DAY), "1d")
+    assert_day_sums(config, daily)
 
     run(config, final, "1d")
     run(config, BASE + 2 * DAY + 15 * 60, "1h")
     assert read_rollup(influx, "1h") == hourly and read_rollup(influx, "1d") == daily
     influx.query(f"DROP DATABASE {quote_ident(influx.database)}")
+
+
+def assert_day_sums(config, daily):
+    """Each day written left its sums per series key, as the written 1d points add up."""
+    want = defaultdict(dict)
+    for (tags, day), fields in daily.items():
+        tags = dict(tags)
+        key = tuple(tags.get(t, "") for t in schema.SERIES_KEY)
+        have = want[day].get(key, (0, 0))
+        want[day][key] = (have[0] + fields["jobs_sum"], have[1] + fields["samples"])
+    kept = rollups.DaySums(config.data_dir())
+    for day, sums in want.items():
+        rows = kept.load(day)
+        assert rows is not None, day
+        assert {tuple(r[:4]): (r[4], r[5]) for r in rows} == sums
 
 
 def test_rollup_field_and_tag_types(influx_server, tmp_path):
@@ -382,6 +398,7 @@ def test_dry_run_writes_nothing(influx_server, tmp_path, capsys):
     assert out.index('"1h"."jobs"') < out.index("a dry run does not apply the changes above")
     assert read_rollup(influx, "1h") == {} and read_rollup(influx, "1d") == {}
     assert influx.query('SELECT * FROM "10m"."qmonit_runs"')[0] == []
+    assert not rollups.DaySums(config.data_dir()).directory.exists()
 
 
 def test_run_is_recorded(influx_server, tmp_path):
