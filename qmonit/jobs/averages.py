@@ -268,21 +268,17 @@ def parse_total(series_list):
     return int(sum(row[1] or 0 for s in series_list for row in s.get("values") or ()))
 
 
-def day_ranges(slot, by_day):
-    """{(after, days): {key: (sum, samples)}} as rollup_query would give it, from the kept
-    sums {day: rows} of the complete days before T's (rows as rollups.DaySums keeps them;
-    a day without rows adds nothing); pure. Sums of integers: exact in any order."""
-    day = day_start(slot)
-    out = {}
-    for after, days in rollup_ranges():
-        sums = out[(after, days)] = {}
-        for k in range(after + 1, days + 1):
-            for row in by_day.get(day - k * DAY) or ():
-                key = SEP.join(row[:4])
-                have = sums.get(key)
-                sums[key] = (row[4], row[5]) if have is None else (have[0] + row[4],
-                                                                  have[1] + row[5])
-    return {r: {k: v for k, v in sums.items() if v[1]} for r, sums in out.items()}
+def add_day(sums, rows):
+    """Add one day's kept sums (rows as rollups.DaySums keeps them) to {key: [sum, samples]};
+    pure. Sums of integers: exact in any order."""
+    for row in rows:
+        key = SEP.join(row[:4])
+        have = sums.get(key)
+        if have is None:
+            sums[key] = [row[4], row[5]]
+        else:
+            have[0] += row[4]
+            have[1] += row[5]
 
 
 def rollup_averages(sums_by_window):
@@ -667,25 +663,32 @@ class _RollupRead:
                 for r in rollup_ranges()}
 
     def _load(self):
-        """{day: rows or None} of the 30 days; stops at the first missing day that is not
-        checked (the files cannot stand in then)."""
-        out = {}
-        for day in self.days:
-            out[day] = self.kept.load(_epoch(day))
-            if out[day] is None and day not in self.checks:
-                return None
-        return out
+        """({(after, days): {key: (sum, samples)}} as the rollup queries give it, {checked
+        day: its total samples}), one day's file in memory at a time; None when a day that
+        is not checked has no sums (the files cannot stand in then)."""
+        day0 = day_start(self.slot)
+        by_range, totals = {}, {}
+        for after, days in rollup_ranges():
+            sums = {}
+            for k in range(after + 1, days + 1):
+                day = day0 - k * DAY
+                rows = self.kept.load(_epoch(day))
+                if rows is None and day not in self.checks:
+                    return None
+                if day in self.checks:
+                    totals[day] = sum(row[5] for row in rows or ())
+                add_day(sums, rows or ())
+            by_range[(after, days)] = {key: v for key, v in sums.items() if v[1]}
+        return by_range, totals
 
-    def _usable(self, by_day):
-        if by_day is None:
+    def _usable(self, loaded):
+        if loaded is None:
             return False
         for day, future in self.checks.items():
-            rows = by_day[day]
-            kept = sum(row[5] for row in rows) if rows is not None else 0
-            if kept != future.result():
+            if loaded[1][day] != future.result():
                 log.info("the day sums of %s (%d samples) differ from InfluxDB's 1d rollup "
-                         "(%d): they are dropped and the rollup is queried", day.date(), kept,
-                         future.result())
+                         "(%d): they are dropped and the rollup is queried", day.date(),
+                         loaded[1][day], future.result())
                 if self.save:
                     self.kept.drop(_epoch(day))
                 return False
@@ -696,12 +699,11 @@ class _RollupRead:
         yesterday = self.checks[self.days[0]]
         if self.loading is not None:
             try:
-                by_day = self.loading.result()
+                loaded = self.loading.result()
             finally:
                 self.files.shutdown()
-            if self._usable(by_day):
-                return (day_ranges(self.slot, by_day), bool(yesterday.result()),
-                        "from the day sums downsample.py kept")
+            if self._usable(loaded):
+                return loaded[0], bool(yesterday.result()), "from the day sums downsample.py kept"
             self.grouped = self._query()
         by_range = {r: f.result() for r, f in self.grouped.items()}
         return by_range, bool(yesterday.result()), "queried"
