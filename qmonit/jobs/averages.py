@@ -25,10 +25,10 @@ The 1d rollup part changes once a day; it is cached in data_dir/cache/rollup_ave
 recomputed when T's day changes, while yesterday's rollup is missing, and every 6 hours; a run
 that seeds uses the day's cache however old and leaves that refresh to the next run (each costs
 several seconds at ATLAS scale: they never add up in one run). Each day of the 1d rollup is
-read once for both windows (7 days, then 23 more). When downsample.py kept the sums of all 30
-days (rollups.DaySums), they are added up instead of grouping 30 days in InfluxDB, once two
-days' totals (yesterday and one in turn) agree with InfluxDB's; a day that disagrees is
-dropped and the rollup queried.
+read once for both windows (7 days, then 23 more). The days whose sums downsample.py kept
+(rollups.DaySums) are added up from those files instead of grouped in InfluxDB, once the
+checked days' totals (yesterday and one in turn) agree with InfluxDB's; a day that disagrees is
+dropped and every day queried.
 
 One module of ~800 lines on purpose: the queries, the parsers, the window sums, the files that
 carry them between runs and the seed/step computation are one algorithm whose invariants (what
@@ -640,73 +640,105 @@ def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):
 
 
 class _RollupRead:
-    """The 1d rollup sums of the days before T's: from the sums downsample.py kept of each day
-    (rollups.DaySums) when the checked days' totals agree with InfluxDB's, else grouped in
-    InfluxDB. The files are read in a thread of their own while the queries run."""
+    """The 1d rollup sums of the days before T's. The days whose sums downsample.py kept
+    (rollups.DaySums) are added up from those files, read in a thread of their own, once the
+    checked days' totals agree with InfluxDB's; the other days are grouped in InfluxDB (cheap
+    where it holds no shard: days before the database had any). Every day is grouped in
+    InfluxDB when a checked day disagrees."""
 
     def __init__(self, reader, slot, data_dir, save):
         self.reader, self.slot, self.save = reader, slot, save
-        day = day_start(slot)
-        self.days = [day - k * DAY for k in range(1, max(DAY_WINDOWS.values()) + 1)]
-        self.checks = {d: reader.submit(day_total_query(d), parse_total)
-                       for d in checked_days(slot)}
+        self.day = day_start(slot)
+        every = range(1, max(DAY_WINDOWS.values()) + 1)     # days before T's day
         self.kept = rollups.DaySums(data_dir) if data_dir is not None else None
-        self.loading = self.grouped = None
+        self.have = set()
         if self.kept is not None and self.kept.directory.is_dir():
+            self.have = {k for k in every if self.kept.path(_epoch(self.day - k * DAY)).is_file()}
+        yesterday = self.day - DAY
+        self.checks = {d: reader.submit(day_total_query(d), parse_total)
+                       for d in checked_days(slot)
+                       if d == yesterday or (self.day - d).days in self.have}
+        self.yesterday = self.checks[yesterday]
+        self.grouped = self._query(set(every) - self.have)
+        self.loading = None
+        if self.have:
             self.files = ThreadPoolExecutor(max_workers=1)
             self.loading = self.files.submit(self._load)
-        else:
-            self.grouped = self._query()
 
-    def _query(self):
-        return {r: self.reader.submit(rollup_query(self.slot, r[1], r[0]), parse_rollup)
-                for r in rollup_ranges()}
+    def _query(self, missing):
+        """{(after, days): [futures]}: the missing days (days before T's) of each range
+        grouped in InfluxDB, one query per run of consecutive days."""
+        out = {}
+        for after, days in rollup_ranges():
+            futures = out[(after, days)] = []
+            run = []
+            for k in range(after + 1, days + 2):
+                if k <= days and k in missing:
+                    run.append(k)
+                elif run:
+                    futures.append(self.reader.submit(
+                        rollup_query(self.slot, run[-1], run[0] - 1), parse_rollup))
+                    run = []
+        return out
 
     def _load(self):
-        """({(after, days): {key: (sum, samples)}} as the rollup queries give it, {checked
-        day: its total samples}), one day's file in memory at a time; None when a day that
-        is not checked has no sums (the files cannot stand in then)."""
-        day0 = day_start(self.slot)
+        """({(after, days): {key: [sum, samples]}} of the kept days, {checked day: its total
+        samples}), one day's file in memory at a time; None when a file cannot be read."""
         by_range, totals = {}, {}
         for after, days in rollup_ranges():
-            sums = {}
+            sums = by_range[(after, days)] = {}
             for k in range(after + 1, days + 1):
-                day = day0 - k * DAY
+                if k not in self.have:
+                    continue
+                day = self.day - k * DAY
                 rows = self.kept.load(_epoch(day))
-                if rows is None and day not in self.checks:
+                if rows is None:
                     return None
                 if day in self.checks:
-                    totals[day] = sum(row[5] for row in rows or ())
-                add_day(sums, rows or ())
-            by_range[(after, days)] = {key: v for key, v in sums.items() if v[1]}
+                    totals[day] = sum(row[5] for row in rows)
+                add_day(sums, rows)
         return by_range, totals
 
     def _usable(self, loaded):
         if loaded is None:
             return False
-        for day, future in self.checks.items():
-            if loaded[1][day] != future.result():
+        for day, total in loaded[1].items():
+            if total != self.checks[day].result():
                 log.info("the day sums of %s (%d samples) differ from InfluxDB's 1d rollup "
                          "(%d): they are dropped and the rollup is queried", day.date(),
-                         loaded[1][day], future.result())
+                         total, self.checks[day].result())
                 if self.save:
                     self.kept.drop(_epoch(day))
                 return False
         return True
 
     def result(self):
-        """({(after, days): {key: (sum, samples)}}, whether yesterday's rollup exists, how)."""
-        yesterday = self.checks[self.days[0]]
+        """({(after, days): {key: [sum, samples]}}, whether yesterday's rollup exists, how)."""
+        how = "queried"
+        by_range = {r: {} for r in rollup_ranges()}
         if self.loading is not None:
             try:
                 loaded = self.loading.result()
             finally:
                 self.files.shutdown()
             if self._usable(loaded):
-                return loaded[0], bool(yesterday.result()), "from the day sums downsample.py kept"
-            self.grouped = self._query()
-        by_range = {r: f.result() for r, f in self.grouped.items()}
-        return by_range, bool(yesterday.result()), "queried"
+                by_range = loaded[0]
+                queried = max(DAY_WINDOWS.values()) - len(self.have)
+                how = (f"from the day sums downsample.py kept ({len(self.have)} days"
+                       + (f"; {queried} queried)" if queried else ")"))
+            else:
+                self.grouped = self._query(set(range(1, max(DAY_WINDOWS.values()) + 1)))
+        for r, futures in self.grouped.items():
+            sums = by_range[r]
+            for future in futures:
+                for key, (total, samples) in future.result().items():
+                    have = sums.get(key)
+                    if have is None:
+                        sums[key] = [total, samples]
+                    else:
+                        have[0] += total
+                        have[1] += samples
+        return by_range, bool(self.yesterday.result()), how
 
 
 def _within_steps(previous, slot):

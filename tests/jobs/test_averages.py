@@ -387,30 +387,34 @@ def test_a_seeding_run_leaves_a_stale_rollup_cache_to_the_next_run(fresh_influx,
     assert a.avg7d == 3.0
 
 
-def keep_day_sums(data_dir, slot, daily):
+def keep_day_sums(data_dir, slot, daily, missing=()):
     """The day sums downsample.py keeps of the 1d points write() writes, for each of the 30
-    days before T's day (as if each had been rolled up; a day without points is empty)."""
+    days before T's day but the missing ones (as if each had been rolled up; a day without
+    points is empty)."""
     kept = rollups.DaySums(data_dir)
     day = averages.day_start(slot)
-    for k in range(1, 31):
+    for k in sorted(set(range(1, 31)) - set(missing)):
         kept.save((day - k * averages.DAY).timestamp(),
                   {key: list(days[k]) for key, days in daily.items() if k in days})
     return kept
 
 
 @slow(20)
-@given(history=histories())
+@given(history=histories(), missing=st.sets(st.integers(1, 30), max_size=30))
 def test_day_sums_stand_in_for_the_grouped_rollup(fresh_influx, tmp_path_factory, caplog,
-                                                  history):
+                                                  history, missing):
+    """The days without kept sums (any of them) are grouped in InfluxDB, the others added up
+    from the files: the same averages."""
     slot, raw, daily = history
     influx = fresh_influx()
     data_dir = tmp_path_factory.mktemp("days")
     write(influx, slot, raw, daily)
-    keep_day_sums(data_dir, slot, daily)
+    keep_day_sums(data_dir, slot, daily, missing)
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger=averages.__name__):
         got, _ = averages.compute(influx, slot, data_dir)
-    assert "from the day sums downsample.py kept" in caplog.text
+    if len(missing) < 30:
+        assert f"from the day sums downsample.py kept ({30 - len(missing)} days" in caplog.text
     check(got, expected(raw, daily))
 
 
@@ -432,13 +436,14 @@ def test_day_sums_that_disagree_with_influxdb_are_dropped(fresh_influx, tmp_path
     (a,), _ = averages.compute(influx, slot, tmp_path)
     assert a.avg30d == 4.0 and "differ from InfluxDB" in caplog.text
     assert kept.load(averages.checked_days(slot)[1].timestamp()) is None
-    # Missing sums of a day that is not checked: the rollup is queried.
+    # The day's sums kept again; yesterday's missing: that day alone is queried.
     keep_day_sums(tmp_path, slot, {key: {**daily[key], turn: (1000.0, 200)}})
-    kept.drop((averages.day_start(slot) - (3 if turn != 3 else 4) * averages.DAY).timestamp())
+    kept.drop((averages.day_start(slot) - averages.DAY).timestamp())
     averages.RollupCache(tmp_path).path.unlink()
     caplog.clear()
     (a,), _ = averages.compute(influx, slot, tmp_path)
-    assert a.avg30d == 4.0 and "1 series queried" in caplog.text and "differ" not in caplog.text
+    assert (a.avg7d, a.avg30d) == (2.0, 4.0) and "differ" not in caplog.text
+    assert "from the day sums downsample.py kept (29 days; 1 queried)" in caplog.text
 
 
 def test_points_leave_out_missing_windows():
