@@ -74,8 +74,9 @@ QUERY_THREADS = 2
 # The metadata tags that averages points carry besides the series key.
 META = (schema.ATLAS_SITE, schema.CLOUD, schema.TIER)
 # Inside, a series key and a metadata triple are each one string, their parts joined by
-# SEP: dicts keyed by strings load from JSON and hash much faster than tuples.
-SEP = "\x1f"
+# SEP: dicts keyed by strings load from JSON and hash much faster than tuples. The day sums
+# that downsample.py keeps are keyed the same way.
+SEP = rollups.DaySums.SEP
 NO_META = SEP.join(("", "", ""))
 # How long cached rollup averages are trusted within one day (a backfilled day shows up).
 ROLLUP_CACHE_MAX_AGE = dt.timedelta(hours=6)
@@ -268,17 +269,17 @@ def parse_total(series_list):
     return int(sum(row[1] or 0 for s in series_list for row in s.get("values") or ()))
 
 
-def add_day(sums, rows):
-    """Add one day's kept sums (rows as rollups.DaySums keeps them) to {key: [sum, samples]};
-    pure. Sums of integers: exact in any order."""
-    for row in rows:
-        key = SEP.join(row[:4])
-        have = sums.get(key)
+def add_day(sums, columns):
+    """Add one day's kept sums (columns as rollups.DaySums.load gives them) to {key: [sum,
+    samples]}; pure. Sums of integers: exact in any order."""
+    get = sums.get
+    for key, total, samples in zip(*columns):
+        have = get(key)
         if have is None:
-            sums[key] = [row[4], row[5]]
+            sums[key] = [total, samples]
         else:
-            have[0] += row[4]
-            have[1] += row[5]
+            have[0] += total
+            have[1] += samples
 
 
 def rollup_averages(sums_by_window):
@@ -691,12 +692,12 @@ class _RollupRead:
                 if k not in self.have:
                     continue
                 day = self.day - k * DAY
-                rows = self.kept.load(_epoch(day))
-                if rows is None:
+                columns = self.kept.load(_epoch(day))
+                if columns is None:
                     return None
                 if day in self.checks:
-                    totals[day] = sum(row[5] for row in rows)
-                add_day(sums, rows)
+                    totals[day] = sum(columns[2])
+                add_day(sums, columns)
         return by_range, totals
 
     def _usable(self, loaded):

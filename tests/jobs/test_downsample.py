@@ -317,9 +317,10 @@ def assert_day_sums(config, daily):
         want[day][key] = (have[0] + fields["jobs_sum"], have[1] + fields["samples"])
     kept = rollups.DaySums(config.data_dir())
     for day, sums in want.items():
-        rows = kept.load(day)
-        assert rows is not None, day
-        assert {tuple(r[:4]): (r[4], r[5]) for r in rows} == sums
+        columns = kept.load(day)
+        assert columns is not None, day
+        assert {tuple(k.split(kept.SEP)): (total, samples)
+                for k, total, samples in zip(*columns)} == sums
 
 
 def test_rollup_field_and_tag_types(influx_server, tmp_path):
