@@ -287,6 +287,10 @@ def scene(tmp_path, influx_server, mariadb_server, events_sim, database_name, ho
     return make
 
 
+def flag_key(flag):
+    return tuple(flag.get(t) for t in schema.SUSPICIOUS.tags)
+
+
 def test_each_reason_slots_expiry_links_and_cleared(scene, events_sim, hooks):
     sim = events_sim
     path, config, influx, slot = scene()
@@ -306,6 +310,7 @@ def test_each_reason_slots_expiry_links_and_cleared(scene, events_sim, hooks):
 
     cycle(config, path, sim, slot)
     flags = select(influx, schema.SUSPICIOUS, slot)
+    first = {flag_key(f) for f in flags}
 
     def reason(queue, site, level="queue"):
         found = {f["suppressed"] for f in flags if f["level"] == level and
@@ -330,12 +335,18 @@ def test_each_reason_slots_expiry_links_and_cleared(scene, events_sim, hooks):
     cycle(config, path, sim, slot + SLOT)
     flags = select(influx, schema.SUSPICIOUS, slot + SLOT)
     assert reason(quiet, s_quiet) == "no" and {f["slots"] for f in flags} >= {2}
-    assert all(f["slots"] == 2 for f in flags if f["panda_queue"] in (plain, quiet))
+    # Each flag of the first slot goes on with 2 slots (a small series of theirs that flags
+    # only now, the simulator's noise at some times of day, starts at 1).
+    again = [f for f in flags if f["panda_queue"] in (plain, quiet) and flag_key(f) in first]
+    assert again and all(f["slots"] == 2 for f in again)
     assert len(hooks[0].texts) == 2
-    # Told flags are not told again (one of plain's small series may clear: the simulator's
-    # noise on some days).
+    # Told flags are not told again (one of plain's small series may clear, or flag only
+    # now: the simulator's noise at some times of day).
     told_again = hooks[0].texts[1].split("\n\nCleared")[0]
-    assert f"site {s_quiet}: running drop" in told_again and plain not in told_again
+    assert f"site {s_quiet}: running drop" in told_again
+    told = [line.split(",")[0].strip() for line in digest.splitlines()
+            if line.startswith(("  queue ", "  site "))]
+    assert told and not [t for t in told if t in told_again]
 
     # The collapses end: the told flags are cleared (the suppressed ones were never told);
     # the queue back online and the site out of its downtime are in their grace.
