@@ -38,9 +38,9 @@ def digest(lines):
     """A short digest of a part's line-protocol lines, in any order: tells a rerun with
     other values from one with the same."""
     h = hashlib.blake2b(digest_size=12)
-    for line in sorted(lines):
-        h.update(line.encode())
-        h.update(b"\n")
+    if lines:
+        # One update of the whole text: the same digest as one update a line, in one pass.
+        h.update(("\n".join(sorted(lines)) + "\n").encode())
     return h.hexdigest()
 
 
@@ -140,7 +140,7 @@ class Carried:
             values = kept["values"]
             columns = [map(values.__getitem__, column) for column in kept["columns"]]
             sums = kept["sums"]
-            groups = dict(zip(zip(*columns), sums)) if columns else {(): acc for acc in sums}
+            groups = dict(zip(zip(*columns) if columns else [()], sums))
             if len(groups) != len(sums) or len(kept["columns"]) != len(tags):
                 raise ValueError("columns and sums disagree")
             return dict(kept["parts"]), tags, groups
