@@ -341,6 +341,7 @@ class Rollup:
                     for v in set(values)}
             parts.append(list(map(text.__getitem__, values)))
         heads = list(map("".join, zip(*parts)))
+        del parts
         means, texts = [], []
         for n, field in enumerate(MEAN_FIELDS):
             key = f",{lineprotocol.escape_key(field)}="
