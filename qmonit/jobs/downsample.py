@@ -28,6 +28,8 @@ reach into the others' internals (rollups.py keeps only the books on disk).
 """
 import collections
 import datetime as dt
+import functools
+import gc
 import itertools
 import logging
 import math
@@ -56,6 +58,9 @@ READERS = 2
 WRITERS = 2
 # Lines per write (one spool file, then POSTs of influx.BATCH_LINES).
 WRITE_LINES = 50000
+# Fewer lines than this go in one write; more are split in WRITERS writes at least, posted at
+# once, so that influxd ingests a single hour on both cores too.
+SPLIT_LINES = 10000
 
 
 @dataclass(frozen=True)
@@ -331,44 +336,47 @@ class Rollup:
                                 fields, bucket)
                 for tags, bucket, fields in self._rows()]
 
-    def lines(self, heads=None):
+    def lines(self):
         """{bucket: line protocol lines}: what transform.encode(target, points()) gives,
-        built straight from the sums with each series' tags escaped once (the hot path).
-        heads: a cache of series keys, shared by the calls of one run (any thread)."""
-        name = lineprotocol.escape_measurement(self.level.target.name)
-        keys = [f",{lineprotocol.escape_key(t)}=" for t in self.tags]
-        mean_keys = [(f",{lineprotocol.escape_key(f)}=", 2 + 2 * n)
-                     for n, f in enumerate(MEAN_FIELDS)]
-        heads = {} if heads is None else heads
+        built straight from the sums (the hot path). Built column by column: each distinct
+        tag value is escaped once, and the per-series work runs in C (map, zip, join)."""
+        items = [(key, acc) for key, acc in self.groups.items() if acc[0]]
+        if not items:
+            return {}
+        keys, accs = zip(*items)
+        series, buckets = zip(*keys)
+        columns = list(zip(*accs))
+        samples = list(map(int, columns[0]))
+        sums = [s if isinstance(s, int) else int(round(s)) for s in columns[1]]
+        jobs = list(map(operator.truediv, sums, columns[0]))
+        parts = [[lineprotocol.escape_measurement(self.level.target.name)] * len(items)]
+        for tag, values in zip(self.tags, zip(*series)):
+            key = f",{lineprotocol.escape_key(tag)}="
+            text = {v: "" if v in (None, "") else key + lineprotocol.escape_key(str(v))
+                    for v in set(values)}
+            parts.append(list(map(text.__getitem__, values)))
+        heads = list(map("".join, zip(*parts)))
+        del parts
+        means, texts = [], []
+        for n, field in enumerate(MEAN_FIELDS):
+            key = f",{lineprotocol.escape_key(field)}="
+            weighted, counts = columns[2 + 2 * n], columns[3 + 2 * n]
+            values = [w / c if c else 0.0 for w, c in zip(weighted, counts)]
+            means.append(values)
+            texts.append([key + repr(v) if c else "" for v, c in zip(values, counts)])
+        if not all(all(map(math.isfinite, values)) for values in [jobs, *means]):
+            bad = next(i for i, row in enumerate(zip(jobs, *means))
+                       if not all(map(math.isfinite, row)))
+            raise ValueError(f"line protocol cannot carry the sums of {heads[bad]}")
+        form = (f"{{}} {JOBS}={{!r}},{JOBS_SUM}={{}}i,{SAMPLES}={{}}i"
+                + "{}" * len(MEAN_FIELDS) + " {}")
+        lines = list(map(form.format, heads, jobs, sums, samples, *texts, buckets))
+        first = buckets[0]
+        if buckets.count(first) == len(buckets):
+            return {first: lines}
         out = {}
-        # Tag values repeat across series (clouds, tiers, sites): each is escaped once.
-        escaped = {}
-
-        def escape(value):
-            text = escaped.get(value)
-            if text is None:
-                text = escaped[value] = lineprotocol.escape_key(str(value))
-            return text
-
-        for (tags, bucket), acc in self.groups.items():
-            samples, jobs_sum = acc[0], acc[1]
-            if not samples:
-                continue
-            jobs_sum = jobs_sum if isinstance(jobs_sum, int) else int(round(jobs_sum))
-            head = heads.get((name, tags))
-            if head is None:
-                head = heads[(name, tags)] = name + "".join(
-                    [k + escape(v) for k, v in zip(keys, tags) if v not in (None, "")])
-            values = [jobs_sum / samples]
-            body = f"{JOBS}={values[0]!r},{JOBS_SUM}={jobs_sum}i,{SAMPLES}={int(samples)}i"
-            for key, slot in mean_keys:
-                if acc[slot + 1]:
-                    value = acc[slot] / acc[slot + 1]
-                    values.append(value)
-                    body += f"{key}{value!r}"
-            if not all(map(math.isfinite, values)):
-                raise ValueError(f"line protocol cannot carry the sums of {head}")
-            out.setdefault(bucket, []).append(f"{head} {body} {bucket}")
+        for bucket, line in zip(buckets, lines):
+            out.setdefault(bucket, []).append(line)
         return out
 
 
@@ -482,6 +490,23 @@ def _lookback(config, key, value):
     return seconds
 
 
+def _without_gc(fn):
+    """Run fn with the cyclic garbage collector off. A rollup builds millions of lists,
+    tuples and strings (sums, keys, lines) and no cycles: the collector's full passes over that
+    growing heap find nothing and cost more the more series there are."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not gc.isenabled():
+            return fn(*args, **kwargs)
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            gc.enable()
+    return wrapper
+
+
+@_without_gc
 def run(config, now, average, start=None, end=None, dry_run=False, influx=None, out=None):
     """Write (with dry_run: print) the rollup given by average, "1h" or "1d".
 
@@ -727,12 +752,10 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
     daily = books.get("1d") if level.name == "1h" and not dry_run else None
     day = None
     written = 0
-    # Series keys are kept for the next buckets only when there are any (memory at 250k).
-    heads = {} if len(reasons) > 1 else None
 
     def prepare(rollup):
         # In the reading threads: Python work overlaps the writes, which wait on influxd.
-        by_bucket = rollup.lines(heads)
+        by_bucket = rollup.lines()
         terms = rollup.daily_terms() if daily is not None else {}
         infos = {hour: (sum(acc[0] for acc in terms[hour].values()),
                         rollups.digest(by_bucket[hour])) for hour in sorted(terms)}
@@ -773,9 +796,10 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
                 finish(in_flight.popleft())
             # Spooled and posted in pieces: at 250k series an hour is 80 MB of lines, and
             # the spool's gzip would copy it whole several times.
+            size = piece_size(len(lines))
             in_flight.append(([writers.submit(influx.write_lines, level.target.rp,
-                                              lines[i:i + WRITE_LINES])
-                               for i in range(0, len(lines), WRITE_LINES)],
+                                              lines[i:i + size])
+                               for i in range(0, len(lines), size)],
                               sorted(by_bucket), time.monotonic(), sums))
             del lines, sums
             # Carried into the day while the points are posted (as fetch_queues.py does).
@@ -790,6 +814,14 @@ def write(influx, level, tags, chosen, dry_run=False, out=None, counts=None, boo
         while in_flight:
             finish(in_flight.popleft())
     return written
+
+
+def piece_size(count):
+    """Lines per write for count lines: all in one below SPLIT_LINES, else WRITERS writes at
+    least, of at most WRITE_LINES."""
+    if count < SPLIT_LINES:
+        return max(count, 1)
+    return min(WRITE_LINES, -(-count // WRITERS))
 
 
 def _iso(epoch):

@@ -151,6 +151,8 @@ class Influx:
                 shard = shard_duration(_normal_duration(duration))
                 self.query(f"ALTER RETENTION POLICY {quote_ident(rp)} {target} "
                            f"SHARD DURATION {shard}")
+        # Done: this instance's writes need not check again (two queries each run).
+        self._ensured = True
 
     def check_retained(self, rp, moment, wall=None):
         """Refuse, before anything is written, a time the policy no longer holds: InfluxDB

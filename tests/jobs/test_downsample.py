@@ -248,6 +248,25 @@ def test_field_types_in_lines():
     assert " jobs=3.5,jobs_sum=7i,samples=2i,corepower=10.75 " in line
 
 
+def test_lines_refuse_sums_line_protocol_cannot_carry():
+    """An overflowing mean (inf) is an error naming the series, not a line InfluxDB refuses."""
+    level = downsample.LEVELS["1h"]
+    rollup = downsample.Rollup(level, TAGS)
+    rollup.add(as_answer(level, [(SERIES[0], BASE, {"jobs": 1, "corepower": 1e308}),
+                                 (SERIES[0], BASE + 600, {"jobs": 1, "corepower": 1e308}),
+                                 (SERIES[1], BASE, {"jobs": 2, "corepower": 1.0})]))
+    with pytest.raises(ValueError, match="cannot carry"):
+        rollup.lines()
+
+
+def test_one_hour_is_posted_in_two_writes():
+    """Small writes stay whole; an hour of 25k series goes as two concurrent writes; at 250k
+    series, writes of WRITE_LINES."""
+    assert downsample.piece_size(0) == 1 and downsample.piece_size(9999) == 9999
+    assert downsample.piece_size(25401) == 12701
+    assert downsample.piece_size(254000) == downsample.WRITE_LINES
+
+
 # --- on the real InfluxDB -----------------------------------------------------------------
 
 def run(config, when, average="1h", **kw):

@@ -2,9 +2,11 @@
 downsample.py writes are summed as they go, and downsample.py builds a bucket from those sums
 when InfluxDB's count of its source samples agrees. Every result here must equal, exactly,
 the rollup the same run computes from the raw points in a database without carried sums."""
+import json
 import logging
 import random
 import shutil
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -328,3 +330,30 @@ def test_stats_terms_are_slot_terms_of_the_points(stats, queues, pledges):
     assert got == want
     assert {k: [type(v) for v in acc] for k, acc in got.items()} == \
         {k: [type(v) for v in acc] for k, acc in want.items()}
+
+
+def test_sums_keep_their_keys_and_types_on_disk(tmp_path):
+    """Saved and loaded: the same keys (None tags too) and the same sums, ints staying ints
+    and floats exact; a file in the JSON rows of earlier versions loads the same."""
+    tags = ("queue", "site")
+    groups = {("A", None): [3, 7, 0.1 + 0.2, 3], ("B,=x", "s"): [1, 2, 0, 0],
+              (None, "s"): [2, 10 ** 20, 1e-300, 2]}
+    carried = rollups.Carried(tmp_path, "1h")
+    sums = carried.open(BASE, tags)
+    sums.add(BASE, (6, "d1"), {k: list(v) for k, v in groups.items()})
+    assert sums.save()
+    parts, got_tags, got = carried.load(BASE)
+    assert (parts, got_tags, got) == ({BASE: (6, "d1")}, tags, groups)
+    assert [list(map(type, acc)) for acc in got.values()] == \
+        [list(map(type, acc)) for acc in groups.values()]
+    rows = [list(k) + v for k, v in groups.items()]
+    carried.path(BASE, "json.gz").write_bytes(zlib.compress(json.dumps(
+        {"tags": tags, "parts": {str(BASE): [6, "d1"]}, "rows": rows}).encode()))
+    assert carried.load(BASE) == (parts, tags, groups)
+    # A damaged file (the sums cut short) is ignored, not half read.
+    sums = carried.open(BASE, tags)
+    sums.changed = True
+    sums.save()
+    data = zlib.decompress(carried.path(BASE, "json.gz").read_bytes())
+    carried.path(BASE, "json.gz").write_bytes(zlib.compress(data[:-40]))
+    assert carried.load(BASE) is None
