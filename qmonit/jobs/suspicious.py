@@ -370,7 +370,7 @@ def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
             except SinkError as e:
                 log.debug("could not replay the spool before clearing %s: %s", slot, e)
             _clear_flags(influx, slot)
-            influx.write_lines(schema.RP_10M, lines)
+            influx.write_lines_split(schema.RP_10M, lines)
             record.points = len(lines)
             log.debug("InfluxDB: %d points in %.2f s", record.points,
                       time.monotonic() - started)

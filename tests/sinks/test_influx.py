@@ -178,3 +178,24 @@ def test_an_answer_that_is_not_json_names_the_server(tmp_path):
         assert f"InfluxDB http://127.0.0.1:{server.server_port}" in str(e.value)
     finally:
         server.shutdown()
+
+
+# --- split writes -------------------------------------------------------------------------
+
+def test_a_split_write_writes_every_piece_or_keeps_them_all(db, influx_server, tmp_path):
+    from qmonit.dev.devservers import free_port
+
+    db.ensure_database()
+    lines = [f"probe,k={i} value={i}i {NOW}" for i in range(25)]
+    assert db.write_lines_split("10m", lines, parts=2, at_least=10) == 25
+    assert sorted(values(db)) == list(range(25))
+    assert not [p for p in (tmp_path / "spool").glob("*") if not p.name.startswith(".")]
+    # InfluxDB unreachable: both pieces stay in the spool, and the next writer replays them.
+    down = Influx(f"http://127.0.0.1:{free_port()}", db.database, spool_dir=tmp_path / "later")
+    late = [line.replace("probe,", "late,") for line in lines]
+    with pytest.raises(SinkError) as e:
+        down.write_lines_split("10m", late, parts=2, at_least=10)
+    assert "kept in" in str(e.value)
+    assert len([p for p in (tmp_path / "later").glob("*") if not p.name.startswith(".")]) == 2
+    Influx(influx_server.url, db.database, spool_dir=tmp_path / "later").flush_spool()
+    assert sorted(values(db, "late")) == list(range(25))
