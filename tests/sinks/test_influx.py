@@ -47,9 +47,23 @@ def values(client, measurement="probe"):
 def test_ensure_database_creates_the_policies(db):
     db.ensure_database()
     rps = policies(db)
-    assert rps["10m"][0] == 7 * 86400 and rps["1h"][0] == 180 * 86400 and rps["1d"][0] == 0
+    assert rps == {"autogen": rps["autogen"], "10m": (7 * 86400, 7 * 86400),
+                   "1h": (180 * 86400, 7 * 86400), "1d": (0, 7 * 86400)}
     db.ensure_database()  # idempotent
     assert policies(db) == rps
+
+
+def test_an_existing_10m_policy_gets_week_long_shard_groups(db):
+    """24 h of 10m points in one shard group (grouped reads cost per series and shard); the
+    points already there stay."""
+    db.query(f"CREATE DATABASE {quote_ident(db.database)}")
+    db.query(f'CREATE RETENTION POLICY "10m" ON {quote_ident(db.database)} DURATION 7d '
+             "REPLICATION 1")
+    assert policies(db)["10m"] == (7 * 86400, 86400)
+    db.write_lines("10m", [now_line(4)])
+    db.ensure_database()
+    assert policies(db)["10m"] == (7 * 86400, 7 * 86400)
+    assert values(db) == [4]
 
 
 def test_changed_durations_are_applied(db):
@@ -66,6 +80,8 @@ def test_changed_durations_are_applied(db):
     assert rps["10m"] == (30 * 3600, 3600)
     assert rps["1h"] == (400 * 86400, 7 * 86400)
     assert rps["1d"] == (0, 7 * 86400)
+    db.ensure_database({"10m": "8d"})
+    assert policies(db)["10m"] == (8 * 86400, 7 * 86400)
 
 
 def test_data_survives_a_duration_change(db):
