@@ -37,7 +37,6 @@ enters and leaves each window, when carried sums are dropped) are stated above a
 import contextlib
 import datetime as dt
 import fcntl
-import gc
 import gzip
 import json
 import logging
@@ -573,19 +572,6 @@ class _Reader:
 
     def close(self):
         self.pool.shutdown(wait=True)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """No cyclic garbage collection while the sums are built: they hold no cycles, and with
-    hundreds of thousands of live containers each full collection walks them all again."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def compute(influx, slot, data_dir=None, save=True, threads=QUERY_THREADS):

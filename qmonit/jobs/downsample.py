@@ -28,8 +28,6 @@ reach into the others' internals (rollups.py keeps only the books on disk).
 """
 import collections
 import datetime as dt
-import functools
-import gc
 import itertools
 import logging
 import math
@@ -40,6 +38,7 @@ from dataclasses import dataclass
 
 from ..core import lineprotocol, schema
 from ..core.errors import ConfigError, SinkError, UsageError
+from ..core.gcpause import without_gc
 from ..core.influxql import quote_ident, time_literal
 from ..sinks.influx import Influx, duration_seconds, retention_durations
 from ..sources.cric import UNKNOWN_QUEUE
@@ -490,23 +489,7 @@ def _lookback(config, key, value):
     return seconds
 
 
-def _without_gc(fn):
-    """Run fn with the cyclic garbage collector off. A rollup builds millions of lists,
-    tuples and strings (sums, keys, lines) and no cycles: the collector's full passes over that
-    growing heap find nothing and cost more the more series there are."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if not gc.isenabled():
-            return fn(*args, **kwargs)
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            gc.enable()
-    return wrapper
-
-
-@_without_gc
+@without_gc
 def run(config, now, average, start=None, end=None, dry_run=False, influx=None, out=None):
     """Write (with dry_run: print) the rollup given by average, "1h" or "1d".
 

@@ -106,7 +106,7 @@ def run(config, now, dry_run=False, session=None, influx=None, mysql=None, out=N
         carry = None
     try:
         with ThreadPoolExecutor(1) as pool:
-            writing = pool.submit(influx.write_lines, schema.JOBS.rp, lines)
+            writing = pool.submit(influx.write_lines_split, schema.JOBS.rp, lines)
             if carry is not None:
                 # The hour's carried sums are built while InfluxDB takes the points.
                 carry.add(terms=downsample.stats_terms(stats, queues, pledges))

@@ -25,6 +25,7 @@ from urllib.parse import quote
 from ..core import schema
 from ..core.cli import parse_timestamp
 from ..core.errors import ConfigError, QMonitError, SinkError, SourceError, UsageError
+from ..core.gcpause import without_gc
 from ..core.influxql import quote_ident, time_literal
 from ..sinks import notify, silences
 from ..sinks.influx import Influx, duration_seconds, retention_durations
@@ -310,6 +311,7 @@ def write_mysql(mysql, rows, slot):
     return mysql.transaction(work)
 
 
+@without_gc
 def run(config, now, dry_run=False, influx=None, mysql=None, out=None):
     """One run for the slot that holds `now`. Sinks default to the config's."""
     rules = Rules.from_config(config)
