@@ -270,9 +270,15 @@ def parse_total(series_list):
 
 def add_day(sums, columns):
     """Add one day's kept sums (columns as rollups.DaySums.load gives them) to {key: [sum,
-    samples]}; pure. Sums of integers: exact in any order."""
+    samples]}; pure."""
+    add_rows(sums, zip(*columns))
+
+
+def add_rows(sums, rows):
+    """Add (key, sum, samples) rows to {key: [sum, samples]}; pure. Sums of integers: exact
+    in any order."""
     get = sums.get
-    for key, total, samples in zip(*columns):
+    for key, total, samples in rows:
         have = get(key)
         if have is None:
             sums[key] = [total, samples]
@@ -718,13 +724,7 @@ class _RollupRead:
         for r, futures in self.grouped.items():
             sums = by_range[r]
             for future in futures:
-                for key, (total, samples) in future.result().items():
-                    have = sums.get(key)
-                    if have is None:
-                        sums[key] = [total, samples]
-                    else:
-                        have[0] += total
-                        have[1] += samples
+                add_rows(sums, ((key, *pair) for key, pair in future.result().items()))
         return by_range, bool(self.yesterday.result()), how
 
 

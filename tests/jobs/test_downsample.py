@@ -260,11 +260,13 @@ def test_lines_refuse_sums_line_protocol_cannot_carry():
 
 
 def test_one_hour_is_posted_in_two_writes():
-    """Small writes stay whole; an hour of 25k series goes as two concurrent writes; at 250k
-    series, writes of WRITE_LINES."""
-    assert downsample.piece_size(0) == 1 and downsample.piece_size(9999) == 9999
-    assert downsample.piece_size(25401) == 12701
+    """Small writes stay whole; an hour of 25k series written alone goes as two concurrent
+    writes, the hours of a backfill whole; at 250k series, writes of WRITE_LINES."""
+    assert downsample.piece_size(0) == 1 and downsample.piece_size(9999, alone=True) == 9999
+    assert downsample.piece_size(25401, alone=True) == 12701
+    assert downsample.piece_size(25401) == 25401
     assert downsample.piece_size(254000) == downsample.WRITE_LINES
+    assert downsample.piece_size(254000, alone=True) == downsample.WRITE_LINES
 
 
 # --- on the real InfluxDB -----------------------------------------------------------------
