@@ -131,16 +131,6 @@ def pick_queues(sim, slot):
     return collapse, spike
 
 
-def settle(pid, limit=240):
-    """Wait until influxd has finished compacting what was just written (CPU < 5%)."""
-    import psutil
-    process = psutil.Process(pid)
-    deadline = time.monotonic() + limit
-    quiet = 0
-    while time.monotonic() < deadline and quiet < 3:
-        quiet = quiet + 1 if process.cpu_percent(interval=2) < 5 else 0
-
-
 def timed(cmd):
     started = time.perf_counter()
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -243,7 +233,7 @@ def main():
 
             fetch(slot)
             load_s = time.monotonic() - started
-            settle(influx_server.proc.pid)
+            growth_protocol.settle(influx_server.proc.pid)
             series = sim.series_count(slot, 10)
             first = run(slot)
             fetch(slot + SLOT)
@@ -394,7 +384,7 @@ def growth_size(size, workdir):
                                         "--debug"])
 
         fetch(slot)
-        settle(influx_server.proc.pid, limit=120)
+        growth_protocol.settle(influx_server.proc.pid, limit=120)
         series = sim.series_count(slot, 10)
         wall, err, rss = run(slot)
         carried = SEEDED.search(err)
@@ -414,11 +404,16 @@ def growth_size(size, workdir):
                     store.put_slot(at - length, *averages.parse_slot(
                         influx.query(averages.slot_query(at - length))[0]))
             fetch(at)
-            settle(influx_server.proc.pid, limit=120)   # as before the seed
+            growth_protocol.settle(influx_server.proc.pid, limit=120)   # as before the seed
             steady.append(run(at))
+        # Where the time goes at each size (the steps --debug prints), to say why it grows.
+        steps = [steps_of(err) for _, err, _ in steady]
+        parts = ", ".join(f"{name} {statistics.median(s[name] for s in steps):.2f} s"
+                          for name, _ in STEPS)
         growth_protocol.record("suspicious.py", "steady run", series,
                                statistics.median(w for w, _, _ in steady),
-                               max(r for _, _, r in steady), runs, GROWTH_NOTE)
+                               max(r for _, _, r in steady), runs,
+                               f"{GROWTH_NOTE}; at {series // 1000}k: {parts}")
     finally:
         sim.stop()
         influx_server.stop()

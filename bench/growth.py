@@ -59,6 +59,18 @@ def run(cmd, env=None):
     return wall, proc.stderr, kib / 1024
 
 
+def settle(pid, limit=240):
+    """Wait until influxd (pid) has finished compacting what was just written: CPU < 5% for
+    three 2-second looks in a row, or limit seconds. Every size is measured so, so that a
+    large fill's compaction is not counted against the script that runs after it."""
+    import psutil
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + limit
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 3:
+        quiet = quiet + 1 if process.cpu_percent(interval=2) < 5 else 0
+
+
 def record(script, what, series, wall_s, rss_mib, runs, note=""):
     """Append one measurement to the QMONIT_BENCH_GROWTH file (or print it when unset).
     rss_mib None: not a script of the project (a reference), no RSS limit."""

@@ -18,7 +18,8 @@ Mostly nothing is read at all: fetch_queues.py carries each hour's sums as it wr
 and each hour written here is carried into its day's (rollups.py). A bucket is built from its
 carried sums when their sample total equals InfluxDB's count of its source samples, and read
 otherwise; the look-back counts only buckets whose carried parts changed since they were
-rolled up. With --start/--end the count runs while the sums are loaded and encoded; writes go
+rolled up. With --start/--end, and in a cron run where only the last bucket is left to count,
+the count runs while the sums are loaded and encoded; writes go
 WRITERS at a time while the next buckets are encoded and each written hour is carried into
 its day, so a backfill keeps influxd ingesting.
 
@@ -544,12 +545,13 @@ def run(config, now, average, start=None, end=None, dry_run=False, influx=None, 
                     print(f"# {level.name} is computed from {level.source.qualified} as stored: "
                           "a dry run does not apply the changes above", file=out)
                 chosen, counts = check(influx, each, now_s, lookbacks[each.name],
-                                       books[each.name])
+                                       books[each.name], counter)
                 # Late hours beyond the look-back have no count here: they are read raw.
                 late, done = late_buckets(influx, each, now_s, chosen,
                                           duration_seconds(durations[schema.RP_10M]))
                 written += write(influx, each, tags, sorted(chosen + late), dry_run, out,
                                  counts, books, days if each.name == "1d" else None)
+                resolved(counts)    # a failed count is an error even when nothing needed it
                 if done and not dry_run:
                     influx.spool.forget_late_hours(done)
         if not dry_run:
@@ -625,18 +627,28 @@ def bucket_totals(influx, level, buckets, target=True):
     return source, stored
 
 
-def check(influx, level, now, lookback, book=None):
+def check(influx, level, now, lookback, book=None, counter=None):
     """The buckets of the look-back to (re)write, with why, and the source sample counts of
-    those: ([(bucket, reason)], {bucket: samples}).
+    those: ([(bucket, reason)], {bucket: samples}, or a future of it).
 
     A bucket whose carried parts are as when it was last rolled up is not counted again;
-    one whose parts were declared again with other values is rewritten."""
+    one whose parts were declared again with other values is rewritten. When only the latest
+    bucket is left (the steady cron run) and counter (an executor) is given, its count runs
+    there while its carried sums are loaded and encoded."""
     buckets = lookback_buckets(now, level.step, lookback)
     latest = buckets[-1]
     started = time.monotonic()
     unchanged, rewritten = book.sort(buckets) if book else (set(), set())
     unchanged.discard(latest)
     asked = [b for b in buckets if b not in unchanged]
+    if counter is not None and asked == [latest]:
+        # The latest bucket is written whatever the rollup holds: only its source count is
+        # needed, to check the carried sums against (a bucket with no source writes nothing).
+        counts = counter.submit(lambda: bucket_totals(influx, level, asked, target=False)[0])
+        log.debug("%s: checked %d buckets (%d unchanged since rolled up) in %.2f s: %s latest "
+                  "(counted while it is built)", level.name, len(buckets), len(buckets) - 1,
+                  time.monotonic() - started, _iso(latest))
+        return [(latest, "latest")], counts
     # Counting costs a fraction of reading, and spares reading buckets with no source data.
     source, target = bucket_totals(influx, level, asked)
     chosen = plan(asked, source, target, latest)

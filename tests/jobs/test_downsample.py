@@ -59,9 +59,9 @@ data_dir = {tmp_path / "data"}
 {extra}""", path=tmp_path / "config.cfg", base_dir=tmp_path)
 
 
-def new_database(influx_server, tmp_path):
+def new_database(influx_server, tmp_path, extra=""):
     name = f"qmonit_ds_{next(_databases)}"
-    config = make_config(tmp_path, influx_server.url, name)
+    config = make_config(tmp_path, influx_server.url, name, extra)
     influx = Influx(influx_server.url, name)
     influx.ensure_database()
     return config, influx

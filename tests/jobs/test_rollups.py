@@ -41,9 +41,9 @@ class Pair:
     (sums carried under its data_dir) and rolled up by the cron runs, `plain` written directly
     and rolled up from the raw points (no carried sums)."""
 
-    def __init__(self, influx_server, tmp_path_factory):
+    def __init__(self, influx_server, tmp_path_factory, extra=""):
         make = tmp_path_factory.mktemp
-        self.carried_config, self.carried = new_database(influx_server, make("c"))
+        self.carried_config, self.carried = new_database(influx_server, make("c"), extra)
         self.plain_config, self.plain = new_database(influx_server, make("p"))
         self.raw = {}
 
@@ -129,6 +129,32 @@ def test_missing_or_disagreeing_sums_fall_back_to_the_raw_read(influx_server, tm
         pair.run(BASE + 4 * HOUR + 900)
     assert carried_used(caplog) == [f"1h {downsample._iso(BASE)}: from the carried sums"]
     assert_same(pair.assert_equal("1h"), expected(pair.raw, HOUR), "1h")
+    pair.drop()
+
+
+def test_steady_cron_run_counts_the_last_hour_while_it_is_built(influx_server,
+                                                                  tmp_path_factory, caplog):
+    """Every earlier hour of the look-back rolled up: the cron run counts only the last hour,
+    while its sums are loaded, and uses them only when the count agrees."""
+    caplog.set_level(logging.DEBUG, logger="qmonit.jobs.downsample")
+    pair = Pair(influx_server, tmp_path_factory, "[downsample]\nlookback_1h = 3h\n")
+    rng = random.Random(6)
+    # Hour 4: one slot carried but never written to InfluxDB (the count disagrees).
+    for slot in range(BASE, BASE + 5 * HOUR, 600):
+        pair.write_slot(slot, {s: fields_of(rng) for s in range(len(SERIES))},
+                        write=slot != BASE + 4 * HOUR + 1800)
+    pair.run(BASE + 3 * HOUR + 900)                 # hours 0-2, all counted first
+    for hour, used in ((3, True), (4, False)):
+        caplog.clear()
+        pair.run(BASE + (hour + 1) * HOUR + 900)
+        checks = [r.getMessage() for r in caplog.records if "since rolled up)" in r.getMessage()]
+        assert len(checks) == 1 and "(2 unchanged since rolled up)" in checks[0]
+        assert checks[0].endswith(f"{downsample._iso(BASE + hour * HOUR)} latest (counted while "
+                                  "it is built)")
+        want = [f"1h {downsample._iso(BASE + hour * HOUR)}: from the carried sums"] if used else []
+        assert carried_used(caplog) == want
+        assert_same(pair.assert_equal("1h"),
+                    expected(pair.raw, HOUR, stop=BASE + (hour + 1) * HOUR), f"1h after {hour}")
     pair.drop()
 
 
