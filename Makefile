@@ -38,7 +38,8 @@ test: install lint
 	$(PY) -m pytest -q
 
 # The same suite with Python's clock 400 days ahead (libfaketime): no test may depend on the
-# calendar. InfluxDB and MariaDB keep the real clock, as servers do when a client's is off.
+# calendar. MariaDB inherits the fake clock; InfluxDB (Go, which libfaketime cannot reach) keeps
+# the real one, as a server does when a client's clock is off.
 # FAKETIME_FORCE_MONOTONIC_FIX=1: without it Python 3.11's time.sleep fails with EINVAL.
 test-future: install
 	FAKETIME=+400d LD_PRELOAD=$(LIBFAKETIME) FAKETIME_FORCE_MONOTONIC_FIX=1 $(PY) -m pytest -q

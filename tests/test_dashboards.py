@@ -13,6 +13,7 @@ import stat
 from dataclasses import dataclass, field
 
 import pytest
+import trustme
 from conftest import CLOCK, ROOT, write_config
 
 from dashboards import definitions as defs
@@ -102,7 +103,7 @@ def biggest_known_queue(sim, slot):
 def build(influx_server, mariadb_server, directory, database, before_midnight=2,
           suspicious_slots=3, rollups=True, series=2000, seed=11):
     """Fill InfluxDB and MariaDB through the real scripts, as cron would, over the slots from
-    `before_midnight` hours before the last UTC midnight to 50 minutes after it: so that the
+    `before_midnight` hours before a UTC midnight to 50 minutes after it: so that the
     1h and 1d rollups both have buckets. The biggest queue's running jobs collapse 20 minutes
     after midnight, so suspicious.py (run on the last slots) flags it. A few slots and
     series keep it fast; suspicious.py's averages look back 24 h whatever it is given."""
@@ -115,8 +116,10 @@ def build(influx_server, mariadb_server, directory, database, before_midnight=2,
         extra=f"\n[credentials_monit_grafana]\ntoken = demo\nurl = {urls['monit_url']}\n")
     from qmonit.core import config as config_module
     config = config_module.load(str(config_path), str(ROOT / "fetch_queues.py"))
-    now = CLOCK
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    # The last midnight with every run below behind the clock (the last, downsample.py --average
+    # 1d, at 01:16): scripts distrust times after the clock, and at 00:30 the data would be.
+    midnight = (CLOCK - dt.timedelta(minutes=80)).replace(hour=0, minute=0, second=0,
+                                                          microsecond=0)
     slots = [midnight - before_midnight * HOUR + i * SLOT
              for i in range(before_midnight * 6 + 6)]
     data = Data(config_path, Influx.from_config(config), MySQLStore.from_config(config), sim,
@@ -265,6 +268,68 @@ def test_provisioning_follows_the_config(tmp_path, capsys):
     committed = (generate.HERE / generate.DATASOURCES_FILE).read_text()
     assert 'url: "http://localhost:8086"' in committed and 'url: "localhost:3306"' in committed
     assert "password" not in committed
+
+
+def provisioned(text, source_type):
+    """{key: value} of one data source's lines in the generated YAML (values are JSON)."""
+    block = text.split("- name: ")[1 if source_type == "influxdb" else 2]
+    assert f'type: "{source_type}"' in block
+    return {k.strip(): json.loads(v) for k, v in (line.split(": ", 1)
+                                                  for line in block.splitlines()[1:]
+                                                  if ": " in line)}
+
+
+def test_provisioning_carries_the_tls_files_inline(tmp_path, capsys):
+    ca, other = trustme.CA(), trustme.CA()
+    client = ca.issue_cert("qmonit-reader")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    client.cert_chain_pems[0].write_to_path(tmp_path / "client.pem")
+    client.private_key_pem.write_to_path(tmp_path / "client.key")
+    # A grid-style CA directory: each CA once as a file, again as its hash link; not PEM too.
+    grid = tmp_path / "certificates"
+    grid.mkdir()
+    for name, authority in (("a.pem", ca), ("b.pem", other)):
+        authority.cert_pem.write_to_path(grid / name)
+    (grid / "1a2b3c4d.0").symlink_to(grid / "a.pem")
+    (grid / "README").write_text("hashed CA certificates\n")
+    (grid / "1a2b3c4d.r0").write_text("-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n")
+    config = tmp_path / "config.cfg"
+    config.write_text(f"[influxdb]\nurl = https://influx.example:8443\nca_path = {tmp_path}/ca.pem"
+                      f"\ncert = {tmp_path}/client.pem\nkey = {tmp_path}/client.key\n"
+                      f"[mysql]\nssl_ca = {grid}\n")
+    out = tmp_path / "provisioning"
+    assert generate.main(["--config", str(config), "--out", str(out)]) == 0
+    text = (out / "datasources" / "qmonit.yaml").read_text()
+    influx, mysql = provisioned(text, "influxdb"), provisioned(text, "mysql")
+    assert influx["tlsAuthWithCACert"] is True and influx["tlsAuth"] is True
+    assert influx["tlsSkipVerify"] is False
+    assert influx["tlsCACert"] == ca.cert_pem.bytes().decode()
+    assert influx["tlsClientCert"] == client.cert_chain_pems[0].bytes().decode()
+    assert influx["tlsClientKey"] == client.private_key_pem.bytes().decode()
+    assert mysql["tlsAuthWithCACert"] is True and "tlsAuth" not in mysql
+    assert mysql["tlsCACert"] == ca.cert_pem.bytes().decode() + other.cert_pem.bytes().decode()
+    assert stat.S_IMODE(os.stat(out / "datasources" / "qmonit.yaml").st_mode) == 0o600
+    # Without TLS keys the data sources carry none of it (the committed copy).
+    committed = (generate.HERE / generate.DATASOURCES_FILE).read_text()
+    assert "tlsAuth" not in committed and "tlsCACert" not in committed
+
+
+@pytest.mark.parametrize("keys, where", [
+    ("[mysql]\nssl_ca = {tmp}/missing.pem\n", "[mysql] ssl_ca"),
+    ("[influxdb]\nca_path = {tmp}/empty.pem\n", "[influxdb] ca_path"),
+    ("[influxdb]\nkey = {tmp}/empty.pem\n", "[influxdb] key"),
+    ("[influxdb]\ncert = {tmp}/cert.pem\nkey = {tmp}/cert.pem\n", "[influxdb] key"),
+])
+def test_provisioning_with_a_bad_tls_file_exits_2(tmp_path, capsys, keys, where):
+    (tmp_path / "empty.pem").write_text("")
+    trustme.CA().cert_pem.write_to_path(tmp_path / "cert.pem")      # no key in it
+    config = tmp_path / "config.cfg"
+    config.write_text(keys.format(tmp=tmp_path))
+    out = tmp_path / "provisioning"
+    assert generate.main(["--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and where in err and len(err.splitlines()) == 1
+    assert not out.exists()
 
 
 def test_bad_generate_usage_exits_2(tmp_path, capsys):

@@ -56,7 +56,7 @@ class MySQLStore:
                    config.get("credentials", "database", "monit_jobs"),
                    config.get_float("mysql", "timeout", 30),
                    config.get("mysql", "unix_socket", "") or None,
-                   *_ssl_files(config),
+                   *ssl_files(config),
                    query_timeout=config.get_int("mysql", "query_timeout", 300, minimum=1))
 
     @property
@@ -219,7 +219,7 @@ def _naive(moment):
 INSERT_BATCH = 2000
 
 
-def _ssl_files(config):
+def ssl_files(config):
     """[mysql] ssl_ca, ssl_cert, ssl_key: files that must exist when set (else exit 2)."""
     files = []
     for key in ("ssl_ca", "ssl_cert", "ssl_key"):

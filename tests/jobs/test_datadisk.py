@@ -210,8 +210,21 @@ def read_points(influx, at=HOUR_AT):
             for s in series}
 
 
-def expected_from_the_simulator(sim, slot=T, day=YESTERDAY):
-    """Jobs and bytes per datadisk, worked out from the simulator's own data."""
+def accounting_day(sim):
+    """The day datadisk.py should take: yesterday (of T), or the day before while yesterday's
+    accounting is not in MONIT yet (the first hours after midnight)."""
+    indexed = sim.rucio_days()
+    assert indexed, "the simulator's MONIT holds no day"
+    if int(YESTERDAY.timestamp()) in indexed:
+        return YESTERDAY
+    assert int((YESTERDAY - dt.timedelta(days=1)).timestamp()) in indexed
+    return YESTERDAY - dt.timedelta(days=1)
+
+
+def expected_from_the_simulator(sim, slot=T, day=None):
+    """Jobs and bytes per datadisk, worked out from the simulator's own data (its clock set
+    as for the run)."""
+    day = accounting_day(sim) if day is None else day
     disks = {}
     for q in sim.cric_data("pandaqueue").values():
         # analysis jobs read read_lan_analysis where CRIC has it
@@ -410,7 +423,7 @@ def test_jobs_from_elsewhere_and_data_without_jobs(dd_config, sim, influx):
     """Jobs points written without fetch_queues.py's run records: the newest slot is used."""
     sim.set_time(T + dt.timedelta(minutes=5))
     queues = cric.queue_metadata(sim.cric_data("pandaqueue"))
-    volumes = sim.expected_daod_volumes(YESTERDAY)
+    volumes = sim.expected_daod_volumes(accounting_day(sim))
     [queue] = [q for q, info in sorted(queues.items())
                if len([e for e in info.analysis_read_lan() if e.endswith("_DATADISK")]) == 2][:1]
     disks = [e for e in queues[queue].analysis_read_lan() if e.endswith("_DATADISK")]
