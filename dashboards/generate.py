@@ -262,8 +262,8 @@ def _pem(config, section, key, path, marker=CERTIFICATE):
             text = f.read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as e:
             if f == where:
-                raise ConfigError(config.path, f"{path}: cannot be read ({e})", section,
-                                  key) from None
+                raise ConfigError(config.path, f"{path}: cannot be read as PEM text ({e})",
+                                  section, key) from None
             continue
         if marker in text:
             texts.append(text.strip() + "\n")
